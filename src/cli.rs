@@ -1,0 +1,302 @@
+//! The command line: `list`, `watch` and `wait`.
+//!
+//! `main.rs` only parses (clap derive) and calls [`run`]; errors become exit
+//! codes in one place, [`exit_code`]. Everything here is library code so the
+//! integration tests and benches exercise the same paths as users.
+
+use std::io;
+use std::ops::ControlFlow;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+use crate::condition::Condition;
+use crate::endpoint::Table;
+use crate::event::{Event, Format};
+use crate::exit;
+use crate::watcher::{self, Options, SourceChoice, Stop, Watcher};
+
+/// How often the kernel is polled for new listeners unless `--interval`
+/// says otherwise: `wait` must notice a new listener within 100 ms, and a
+/// poll of the four tables costs well under a millisecond of CPU whatever
+/// the number of connections, since the kernel walks only its listening and
+/// UDP hashes.
+pub const DEFAULT_INTERVAL: &str = "50ms";
+
+/// Know from the kernel when a service is listening, without poking it.
+#[derive(Debug, Parser)]
+#[command(name = "sockwatch", version, propagate_version = true)]
+#[command(after_help = "\
+Examples:
+  sockwatch list
+  sockwatch watch --json
+  sockwatch wait --timeout 30s socket PROTO=inet PORT=5432
+
+Exit codes: 0 success, 1 runtime error, 2 usage or bad condition, 124 timed out.")]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Where socket facts come from: sock_diag netlink, falling back where
+    /// it is unavailable (auto), or netlink only.
+    #[arg(long, global = true, value_enum, default_value_t = SourceChoice::Auto)]
+    source: SourceChoice,
+
+    /// Say what sockwatch decides and skips, on stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the listening endpoints, one `socket ...` line each.
+    #[command(after_help = "\
+Examples:
+  sockwatch list
+  sockwatch list --json socket TRANSPORT=udp
+  sockwatch list socket PORT=8000-8099")]
+    List(ListArgs),
+    /// Print the current endpoints, then an event each time one appears or
+    /// closes, until interrupted.
+    #[command(after_help = "\
+Examples:
+  sockwatch watch
+  sockwatch watch --no-initial --json
+  sockwatch watch socket PROTO=inet6")]
+    Watch(WatchArgs),
+    /// Wait until a condition holds (or, with --gone, no longer holds).
+    #[command(after_help = "\
+Examples:
+  sockwatch wait socket PORT=80
+  sockwatch wait --timeout 30s 'socket PROTO=inet PORT=5432 and socket PORT=6379'
+  sockwatch wait --gone socket TRANSPORT=tcp PORT=8080
+
+Exits 0 once the condition holds (at once if it already does), 124 when
+--timeout runs out.")]
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct ListArgs {
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+
+    /// Name the process behind each endpoint (PID=, COMM=): the lowest pid
+    /// holding one of its sockets, where this user may look.
+    #[arg(long)]
+    processes: bool,
+
+    /// Only endpoints that satisfy a clause of this condition.
+    #[arg(
+        value_name = "CONDITION",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    condition: Vec<String>,
+}
+
+#[derive(Debug, ClapArgs)]
+struct WatchArgs {
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+
+    /// Name the process behind each endpoint (PID=, COMM=): the lowest pid
+    /// holding one of its sockets, where this user may look.
+    #[arg(long)]
+    processes: bool,
+
+    /// How often to poll for new listeners (closing is pushed by the
+    /// kernel): 50ms, 1s, or a number of seconds.
+    #[arg(long, value_name = "DUR", default_value = DEFAULT_INTERVAL, value_parser = parse_duration)]
+    interval: Duration,
+
+    /// Print only changes, not the endpoints already listening.
+    #[arg(long)]
+    no_initial: bool,
+
+    /// Only endpoints that satisfy a clause of this condition.
+    #[arg(value_name = "CONDITION")]
+    condition: Vec<String>,
+}
+
+#[derive(Debug, ClapArgs)]
+struct WaitArgs {
+    /// Give up after this long (exit 124): 500ms, 30s, 2m, or a number of
+    /// seconds. Waits forever when not given.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    /// How often to poll for new listeners.
+    #[arg(long, value_name = "DUR", default_value = DEFAULT_INTERVAL, value_parser = parse_duration)]
+    interval: Duration,
+
+    /// Wait until the condition no longer holds.
+    #[arg(long)]
+    gone: bool,
+
+    /// The condition, e.g. `socket PROTO=inet PORT=80`.
+    #[arg(
+        value_name = "CONDITION",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    condition: Vec<String>,
+}
+
+/// A mistake in what the user typed: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for an error returned by [`run`].
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<UsageError>().is_some() {
+        exit::USAGE
+    } else {
+        exit::RUNTIME
+    }
+}
+
+/// Durations as humans write them (`100ms`, `1m30s`), or bare seconds as
+/// wait-for-it and timeout(1) take them.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() && seconds >= 0.0 {
+            return Ok(Duration::from_secs_f64(seconds));
+        }
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (try 500ms, 30s, 2m)"))
+}
+
+/// Parses the words of a condition, joined by spaces so that it may be
+/// given quoted or not.
+fn parse_condition(words: &[String]) -> anyhow::Result<Option<Condition>> {
+    if words.is_empty() {
+        return Ok(None);
+    }
+    let text = words.join(" ");
+    match Condition::parse(&text) {
+        Ok(condition) => Ok(Some(condition)),
+        Err(e) => Err(UsageError(format!("bad condition: {}", e.render(&text))).into()),
+    }
+}
+
+fn options(args: &Args, condition: Option<&Condition>, pushed: bool, processes: bool) -> Options {
+    let processes = processes || condition.is_some_and(Condition::uses_processes);
+    Options {
+        source: args.source,
+        tables: condition.map_or_else(|| Table::ALL.to_vec(), Condition::tables),
+        pushed,
+        processes,
+        verbose: args.verbose,
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        Command::List(list) => run_list(&args, list),
+        Command::Watch(watch) => run_watch(&args, watch),
+        Command::Wait(wait) => run_wait(&args, wait),
+    }
+}
+
+fn format(json: bool) -> Format {
+    if json { Format::Json } else { Format::Text }
+}
+
+/// Ends quietly on a closed stdout: the reader has all it wanted.
+fn quiet_on_broken_pipe(result: io::Result<()>) -> anyhow::Result<ControlFlow<()>> {
+    match result {
+        Ok(()) => Ok(ControlFlow::Continue(())),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ControlFlow::Break(())),
+        Err(e) => Err(e).context("failed to write to stdout"),
+    }
+}
+
+fn run_list(args: &Args, list: &ListArgs) -> anyhow::Result<ExitCode> {
+    let condition = parse_condition(&list.condition)?;
+    let mut watcher = Watcher::open(&options(args, condition.as_ref(), false, list.processes))?;
+    let mut events = Vec::new();
+    watcher.poll(&mut events)?;
+    let snapshot = watcher.snapshot();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for event in events {
+        let facts = snapshot.facts(&event.endpoint, &event.listener);
+        if condition.as_ref().is_some_and(|c| !c.selects(&facts)) {
+            continue;
+        }
+        if quiet_on_broken_pipe(event.write(format(list.json), &mut out))?.is_break() {
+            break;
+        }
+    }
+    Ok(ExitCode::from(exit::SUCCESS))
+}
+
+fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
+    watcher::check_interval(watch.interval)?;
+    let condition = parse_condition(&watch.condition)?;
+    let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, watch.processes))?;
+    let format = format(watch.json);
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut initial = true;
+    watcher.run(watch.interval, None, |events, snapshot| {
+        let skip = initial && watch.no_initial;
+        initial = false;
+        if skip {
+            return Ok(ControlFlow::Continue(()));
+        }
+        for event in events {
+            if !selected(condition.as_ref(), event, snapshot) {
+                continue;
+            }
+            if quiet_on_broken_pipe(event.write(format, &mut out))?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    // A signal, a closed stdout or the end of input: all are a normal end.
+    Ok(ExitCode::from(exit::SUCCESS))
+}
+
+fn selected(condition: Option<&Condition>, event: &Event, snapshot: &watcher::Snapshot) -> bool {
+    condition.is_none_or(|c| c.selects(&snapshot.facts(&event.endpoint, &event.listener)))
+}
+
+fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
+    watcher::check_interval(wait.interval)?;
+    let Some(condition) = parse_condition(&wait.condition)? else {
+        return Err(UsageError("wait needs a condition".into()).into());
+    };
+    let deadline = wait.timeout.map(|t| Instant::now() + t);
+    let mut watcher = Watcher::open(&options(args, Some(&condition), true, false))?;
+    let stop = watcher.run(wait.interval, deadline, |_, snapshot| {
+        let holds = condition.holds(&snapshot.all_facts());
+        Ok(if holds != wait.gone {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })?;
+    Ok(ExitCode::from(match stop {
+        Stop::Done => exit::SUCCESS,
+        Stop::TimedOut => {
+            let what = if wait.gone { "to be gone" } else { "to hold" };
+            let timeout = humantime::format_duration(wait.timeout.unwrap_or_default());
+            eprintln!(
+                "sockwatch: timed out after {timeout} waiting for '{}' {what}",
+                condition.text()
+            );
+            exit::TIMEOUT
+        }
+        Stop::Signal(signal) => 128 + signal as u8,
+    }))
+}

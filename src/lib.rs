@@ -1,0 +1,17 @@
+//! sockwatch: know from the kernel when a service is listening, without
+//! poking it.
+//!
+//! The kernel's socket tables are read through a [`source::Source`]
+//! (sock_diag netlink, or /proc where netlink is unavailable), turned into a
+//! [`watcher::Snapshot`] of listening endpoints, and diffed into [`event::Event`]s
+//! that `list`, `watch` and `wait` print or test against a
+//! [`condition::Condition`].
+
+pub mod cli;
+pub mod condition;
+pub mod endpoint;
+pub mod event;
+pub mod exit;
+pub mod process;
+pub mod source;
+pub mod watcher;

@@ -1,0 +1,726 @@
+//! sock_diag netlink: the default source.
+//!
+//! Two sockets, both unprivileged:
+//! - a **dump** socket, asked for one table at a time with a kernel-side state
+//!   filter: TCP `LISTEN` only, which makes the kernel walk the listening hash
+//!   and never the established one, so a poll costs O(listeners) however many
+//!   connections the machine has; UDP `CLOSE` only (bound, unconnected), with
+//!   a bytecode filter that drops auto-bound client sockets;
+//! - a **destroy** socket, subscribed to the `SKNLGRP_INET{,6}_{TCP,UDP}_DESTROY`
+//!   multicast groups: the kernel pushes a message for every freed TCP or UDP
+//!   socket of this network namespace. It carries the socket's cookie (inode
+//!   and uid are 0), which we match against the listeners we know.
+//!
+//! The dump loop follows iproute2's `rtnl_dump_filter_l` rather than the
+//! crate's example: a 32 KiB buffer, every message of a datagram walked by its
+//! aligned length, sequence number and port id checked, `NLMSG_ERROR` an
+//! error, `NLMSG_DONE` carrying a possible negative errno (ENOENT when the
+//! protocol's diag module is missing), and `NLM_F_DUMP_INTR` (the tables
+//! changed under the walk) answered by dumping again.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use netlink_packet_core::{Emitable, Parseable};
+use netlink_packet_sock_diag::constants::{
+    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DIAG_BY_FAMILY,
+};
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, InetResponse, SocketId, StateFlags, nlas::Nla,
+};
+use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+
+use super::{Pushed, Source, SourceError};
+use crate::endpoint::{Endpoint, Family, Socket, SourceKind, Table, Transport};
+
+/// Receive buffer: what iproute2 uses, and the most a dump datagram holds.
+const RECV_BUF: usize = 32 * 1024;
+/// How often an interrupted dump (`NLM_F_DUMP_INTR`) is tried again before the
+/// poll is given up as transient.
+const DUMP_ATTEMPTS: usize = 4;
+/// A dump the kernel never finishes must not hang `wait` forever.
+const DUMP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Destroy events arrive for every freed socket; a roomy buffer makes
+/// `ENOBUFS` (and the resync it forces) rare on busy machines.
+const DESTROY_RCVBUF: libc::c_int = 1 << 20;
+
+const NLMSG_HDRLEN: usize = 16;
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
+const NLM_F_REQUEST: u16 = 0x01;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_DUMP_INTR: u16 = 0x10;
+
+/// `INET_DIAG_REQ_BYTECODE`, the request attribute holding a filter program.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// `INET_DIAG_BC_JMP`: always takes the "no" branch.
+const INET_DIAG_BC_JMP: u8 = 1;
+/// `INET_DIAG_BC_AUTO`: true when the socket's port was chosen by the kernel
+/// (no `SOCK_BINDPORT_LOCK`), i.e. a client that sent without binding.
+const INET_DIAG_BC_AUTO: u8 = 6;
+
+/// The destroy multicast groups (`SKNLGRP_*` in linux/sock_diag.h).
+const SKNLGRP_INET_TCP_DESTROY: u32 = 1;
+const SKNLGRP_INET_UDP_DESTROY: u32 = 2;
+const SKNLGRP_INET6_TCP_DESTROY: u32 = 3;
+const SKNLGRP_INET6_UDP_DESTROY: u32 = 4;
+
+/// The bytecode that keeps only sockets whose port was bound explicitly.
+///
+/// The kernel runs the program from the start: each op jumps `yes` or `no`
+/// bytes ahead, and the socket is accepted when the program counter lands
+/// exactly on the end, rejected when it jumps past it. There is no "not", so
+/// iproute2's idiom is used: the test followed by an unconditional jump.
+///
+/// ```text
+/// offset 0: { code: AUTO, yes: 4, no: 8 }  auto-bound  -> offset 4
+///                                           bound      -> offset 8 = end: accept
+/// offset 4: { code: JMP,  yes: 4, no: 8 }  always "no" -> offset 12 > end: reject
+/// ```
+///
+/// Each op is `struct inet_diag_bc_op { u8 code; u8 yes; u16 no; }`, `no` in
+/// host byte order. The kernel's audit accepts this: every `yes` walk lands
+/// on the end, and every `no` is a multiple of 4 within `len + 4`.
+pub(crate) fn not_auto_bytecode() -> [u8; 8] {
+    let [n0, n1] = 8u16.to_ne_bytes();
+    [INET_DIAG_BC_AUTO, 4, n0, n1, INET_DIAG_BC_JMP, 4, n0, n1]
+}
+
+/// The whole dump request for one table: `nlmsghdr` (16 bytes), then
+/// `inet_diag_req_v2` (56 bytes), then for UDP an `nlattr` of type
+/// `INET_DIAG_REQ_BYTECODE` (4-byte header + 8 bytes of [`not_auto_bytecode`]).
+///
+/// The crate emits the request body but knows no bytecode, so the attribute
+/// is appended here and `nlmsg_len` covers it.
+pub(crate) fn dump_request(table: Table, seq: u32) -> Vec<u8> {
+    let (family, socket_id) = match table.family {
+        Family::Inet => (AF_INET, SocketId::new_v4()),
+        Family::Inet6 => (AF_INET6, SocketId::new_v6()),
+    };
+    let (protocol, states) = match table.transport {
+        Transport::Tcp => (IPPROTO_TCP, StateFlags::LISTEN),
+        Transport::Udp => (IPPROTO_UDP, StateFlags::CLOSE),
+    };
+    let body = InetRequest {
+        family,
+        protocol,
+        extensions: ExtensionFlags::empty(),
+        states,
+        socket_id,
+    };
+    let mut msg = vec![0u8; NLMSG_HDRLEN + body.buffer_len()];
+    body.emit(&mut msg[NLMSG_HDRLEN..]);
+    if table.transport == Transport::Udp {
+        let code = not_auto_bytecode();
+        let attr_len = 4 + code.len() as u16;
+        msg.extend_from_slice(&attr_len.to_ne_bytes());
+        msg.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        msg.extend_from_slice(&code);
+    }
+    let len = msg.len() as u32;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
+    // nlmsg_pid 0: the kernel fills in our port id.
+    msg
+}
+
+/// One netlink message header, read from the front of a buffer.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    len: usize,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    port: u32,
+}
+
+impl Header {
+    fn parse(buf: &[u8]) -> Option<Header> {
+        let word = |at: usize| u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap());
+        if buf.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        Some(Header {
+            len: word(0) as usize,
+            kind: u16::from_ne_bytes([buf[4], buf[5]]),
+            flags: u16::from_ne_bytes([buf[6], buf[7]]),
+            seq: word(8),
+            port: word(12),
+        })
+    }
+}
+
+/// Netlink messages are padded to 4 bytes.
+fn aligned(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// The `int error` that starts an `NLMSG_ERROR` or `NLMSG_DONE` payload, as a
+/// positive errno, or 0.
+fn payload_errno(payload: &[u8]) -> i32 {
+    payload
+        .get(..4)
+        .map(|b| -i32::from_ne_bytes(b.try_into().unwrap()))
+        .unwrap_or(0)
+}
+
+/// What one inet_diag message told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DiagMessage {
+    pub(crate) addr: IpAddr,
+    pub(crate) port: u16,
+    pub(crate) state: u8,
+    pub(crate) uid: u32,
+    pub(crate) inode: u64,
+    pub(crate) cookie: u64,
+    pub(crate) v6only: Option<bool>,
+    pub(crate) protocol: Option<u8>,
+}
+
+/// Decodes an `inet_diag_msg` and its attributes; `None` when malformed.
+pub(crate) fn parse_diag(payload: &[u8]) -> Option<DiagMessage> {
+    let response = InetResponse::parse(payload).ok()?;
+    let header = &response.header;
+    let id = &header.socket_id;
+    // The kernel writes the cookie as two u32 words in host order, low first.
+    let lo = u32::from_ne_bytes(id.cookie[0..4].try_into().unwrap());
+    let hi = u32::from_ne_bytes(id.cookie[4..8].try_into().unwrap());
+    let mut message = DiagMessage {
+        addr: id.source_address,
+        port: id.source_port,
+        state: header.state,
+        uid: header.uid,
+        inode: u64::from(header.inode),
+        cookie: (u64::from(hi) << 32) | u64::from(lo),
+        v6only: None,
+        protocol: None,
+    };
+    for nla in &response.nlas {
+        match nla {
+            Nla::SkV6Only(v6only) => message.v6only = Some(*v6only),
+            Nla::Protocol(protocol) => message.protocol = Some(*protocol),
+            _ => {}
+        }
+    }
+    Some(message)
+}
+
+/// Walks the messages of one datagram of a dump reply.
+///
+/// Returns `Ok(true)` when the dump is complete (`NLMSG_DONE` seen).
+fn walk_dump_datagram(
+    datagram: &[u8],
+    seq: u32,
+    port: u32,
+    table: Table,
+    interrupted: &mut bool,
+    skipped: &mut u64,
+    out: &mut Vec<Socket>,
+) -> io::Result<bool> {
+    let mut at = 0;
+    while at + NLMSG_HDRLEN <= datagram.len() {
+        let header = Header::parse(&datagram[at..]).unwrap();
+        if header.len < NLMSG_HDRLEN || at + header.len > datagram.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("malformed netlink message length {}", header.len),
+            ));
+        }
+        let payload = &datagram[at + NLMSG_HDRLEN..at + header.len];
+        at += aligned(header.len);
+        if header.seq != seq || header.port != port {
+            // A reply to an earlier, abandoned request: not ours to read.
+            continue;
+        }
+        if header.flags & NLM_F_DUMP_INTR != 0 {
+            *interrupted = true;
+        }
+        match header.kind {
+            NLMSG_DONE => {
+                let errno = payload_errno(payload);
+                if errno != 0 {
+                    return Err(io::Error::from_raw_os_error(errno));
+                }
+                return Ok(true);
+            }
+            NLMSG_ERROR => {
+                let errno = payload_errno(payload);
+                return Err(io::Error::from_raw_os_error(if errno == 0 {
+                    libc::EPROTO
+                } else {
+                    errno
+                }));
+            }
+            NLMSG_NOOP => {}
+            NLMSG_OVERRUN => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "netlink overrun",
+                ));
+            }
+            SOCK_DIAG_BY_FAMILY => match parse_diag(payload) {
+                Some(message) if Family::of(&message.addr) == table.family => {
+                    out.push(Socket {
+                        endpoint: Endpoint {
+                            transport: table.transport,
+                            addr: message.addr,
+                            port: message.port,
+                        },
+                        inode: message.inode,
+                        uid: message.uid,
+                        cookie: Some(message.cookie),
+                        v6only: message.v6only,
+                        source: SourceKind::Netlink,
+                    });
+                }
+                _ => *skipped += 1,
+            },
+            _ => *skipped += 1,
+        }
+    }
+    Ok(false)
+}
+
+/// The sock_diag source.
+pub struct Netlink {
+    dump: NlSocket,
+    port: u32,
+    seq: u32,
+    buf: Vec<u8>,
+    destroy: Option<NlSocket>,
+    skipped: u64,
+}
+
+impl Netlink {
+    /// Opens the dump socket. Errors that mean "not here" (EPERM, EACCES,
+    /// EAFNOSUPPORT, EPROTONOSUPPORT) come back as
+    /// [`SourceError::Unavailable`].
+    pub fn open() -> Result<Netlink, SourceError> {
+        let what = "failed to open sock_diag socket";
+        let mut dump =
+            NlSocket::new(NETLINK_SOCK_DIAG).map_err(|e| SourceError::classify(what, e))?;
+        let addr = dump
+            .bind_auto()
+            .map_err(|e| SourceError::classify(what, e))?;
+        set_timeout(dump.as_raw_fd(), DUMP_TIMEOUT).map_err(|e| SourceError::classify(what, e))?;
+        Ok(Netlink {
+            dump,
+            port: addr.port_number(),
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUF),
+            destroy: None,
+            skipped: 0,
+        })
+    }
+
+    /// Joins the destroy groups of `tables`, so that closing is pushed.
+    /// Call before the first dump: a socket freed between the dump and the
+    /// subscription would otherwise go unseen until the next poll.
+    pub fn subscribe_destroy(&mut self, tables: &[Table]) -> Result<(), SourceError> {
+        let what = "failed to join sock_diag destroy groups";
+        let mut socket =
+            NlSocket::new(NETLINK_SOCK_DIAG).map_err(|e| SourceError::classify(what, e))?;
+        socket
+            .bind_auto()
+            .map_err(|e| SourceError::classify(what, e))?;
+        // A small buffer only makes ENOBUFS (and resyncs) likelier; failing to
+        // grow it is no reason to give up.
+        let _ = socket.set_rx_buf_sz(DESTROY_RCVBUF);
+        for table in tables {
+            let group = match (table.transport, table.family) {
+                (Transport::Tcp, Family::Inet) => SKNLGRP_INET_TCP_DESTROY,
+                (Transport::Udp, Family::Inet) => SKNLGRP_INET_UDP_DESTROY,
+                (Transport::Tcp, Family::Inet6) => SKNLGRP_INET6_TCP_DESTROY,
+                (Transport::Udp, Family::Inet6) => SKNLGRP_INET6_UDP_DESTROY,
+            };
+            socket
+                .add_membership(group)
+                .map_err(|e| SourceError::classify(what, e))?;
+        }
+        socket
+            .set_non_blocking(true)
+            .map_err(|e| SourceError::classify(what, e))?;
+        self.destroy = Some(socket);
+        Ok(())
+    }
+
+    /// Receives one datagram into `self.buf`, refusing truncated ones.
+    fn recv(&mut self) -> io::Result<SocketAddr> {
+        self.buf.clear();
+        let (len, from) = self.dump.recv_from(&mut self.buf, libc::MSG_TRUNC)?;
+        if len > RECV_BUF {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("netlink datagram of {len} bytes truncated"),
+            ));
+        }
+        Ok(from)
+    }
+
+    /// One dump attempt. Returns whether the kernel flagged it interrupted.
+    fn dump_once(&mut self, table: Table, out: &mut Vec<Socket>) -> io::Result<bool> {
+        self.seq = self.seq.wrapping_add(1);
+        let request = dump_request(table, self.seq);
+        let kernel = SocketAddr::new(0, 0);
+        self.dump.send_to(&request, &kernel, 0)?;
+        let mut interrupted = false;
+        loop {
+            let from = self.recv()?;
+            if from.port_number() != 0 {
+                continue; // only the kernel may answer
+            }
+            let done = walk_dump_datagram(
+                &self.buf,
+                self.seq,
+                self.port,
+                table,
+                &mut interrupted,
+                &mut self.skipped,
+                out,
+            )?;
+            if done {
+                return Ok(interrupted);
+            }
+        }
+    }
+}
+
+impl Source for Netlink {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Netlink
+    }
+
+    fn dump(&mut self, table: Table, out: &mut Vec<Socket>) -> Result<(), SourceError> {
+        let start = out.len();
+        for _ in 0..DUMP_ATTEMPTS {
+            out.truncate(start);
+            match self.dump_once(table, out) {
+                Ok(false) => return Ok(()),
+                Ok(true) => continue,
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(SourceError::classify(
+                        format!("sock_diag dump of {table} failed"),
+                        e,
+                    ));
+                }
+            }
+        }
+        out.truncate(start);
+        Err(SourceError::Transient {
+            what: format!("sock_diag dump of {table}"),
+            cause: io::Error::new(io::ErrorKind::Interrupted, "interrupted repeatedly"),
+        })
+    }
+
+    fn pushed_fd(&self) -> Option<RawFd> {
+        self.destroy.as_ref().map(|s| s.as_raw_fd())
+    }
+
+    fn read_pushed(&mut self, closed: &mut Vec<u64>) -> Result<Pushed, SourceError> {
+        let Some(socket) = self.destroy.as_ref() else {
+            return Ok(Pushed::Complete);
+        };
+        let mut lost = false;
+        loop {
+            self.buf.clear();
+            match socket.recv_from(&mut self.buf, libc::MSG_TRUNC) {
+                Ok((len, from)) => {
+                    if from.port_number() != 0 {
+                        continue;
+                    }
+                    if len > RECV_BUF {
+                        // Part of a datagram is part of the news: resync.
+                        lost = true;
+                        continue;
+                    }
+                    walk_destroy_datagram(&self.buf, &mut self.skipped, closed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(SourceError::Transient {
+                        what: "failed to read sock_diag destroy events".into(),
+                        cause: e,
+                    });
+                }
+            }
+        }
+        Ok(if lost { Pushed::Lost } else { Pushed::Complete })
+    }
+
+    fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+/// Collects the cookies of a datagram of destroy events.
+fn walk_destroy_datagram(datagram: &[u8], skipped: &mut u64, closed: &mut Vec<u64>) {
+    let mut at = 0;
+    while at + NLMSG_HDRLEN <= datagram.len() {
+        let header = Header::parse(&datagram[at..]).unwrap();
+        if header.len < NLMSG_HDRLEN || at + header.len > datagram.len() {
+            *skipped += 1;
+            return;
+        }
+        let payload = &datagram[at + NLMSG_HDRLEN..at + header.len];
+        at += aligned(header.len);
+        match header.kind {
+            SOCK_DIAG_BY_FAMILY => match parse_diag(payload) {
+                Some(message) => closed.push(message.cookie),
+                None => *skipped += 1,
+            },
+            _ => *skipped += 1,
+        }
+    }
+}
+
+/// Bounds every blocking receive on the dump socket.
+fn set_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    // SAFETY: `tv` is a valid timeval that outlives the call, and its size is
+    // passed as the option length.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEQ: u32 = 7;
+    const PORT: u32 = 4048;
+
+    fn walk(datagram: &[u8], table: Table) -> (io::Result<bool>, bool, u64, Vec<Socket>) {
+        let (mut interrupted, mut skipped, mut out) = (false, 0, Vec::new());
+        let done = walk_dump_datagram(
+            datagram,
+            SEQ,
+            PORT,
+            table,
+            &mut interrupted,
+            &mut skipped,
+            &mut out,
+        );
+        (done, interrupted, skipped, out)
+    }
+
+    fn table(transport: Transport, family: Family) -> Table {
+        Table::new(transport, family)
+    }
+
+    #[test]
+    fn bytecode_rejects_auto_bound_sockets() {
+        let no = 8u16.to_ne_bytes();
+        assert_eq!(
+            not_auto_bytecode(),
+            [6, 4, no[0], no[1], 1, 4, no[0], no[1]],
+            "AUTO {{yes 4, no 8}} then JMP {{yes 4, no 8}}"
+        );
+    }
+
+    #[test]
+    fn tcp_request_asks_for_listen_only() {
+        let request = dump_request(table(Transport::Tcp, Family::Inet), 9);
+        assert_eq!(request.len(), 16 + 56, "no bytecode for TCP");
+        assert_eq!(u32::from_ne_bytes(request[0..4].try_into().unwrap()), 72);
+        assert_eq!(u16::from_ne_bytes([request[4], request[5]]), 20);
+        assert_eq!(u16::from_ne_bytes([request[6], request[7]]), 0x301);
+        assert_eq!(u32::from_ne_bytes(request[8..12].try_into().unwrap()), 9);
+        assert_eq!(&request[16..20], &[AF_INET, IPPROTO_TCP, 0, 0]);
+        assert_eq!(
+            u32::from_ne_bytes(request[20..24].try_into().unwrap()),
+            1 << 10,
+            "TCP_LISTEN only"
+        );
+    }
+
+    #[test]
+    fn udp_request_carries_bytecode_and_covers_it_in_nlmsg_len() {
+        let request = dump_request(table(Transport::Udp, Family::Inet6), 1);
+        assert_eq!(request.len(), 16 + 56 + 4 + 8);
+        assert_eq!(
+            u32::from_ne_bytes(request[0..4].try_into().unwrap()) as usize,
+            request.len()
+        );
+        assert_eq!(&request[16..18], &[AF_INET6, IPPROTO_UDP]);
+        assert_eq!(
+            u32::from_ne_bytes(request[20..24].try_into().unwrap()),
+            1 << 7,
+            "TCP_CLOSE only: bound, unconnected"
+        );
+        let attr = &request[72..];
+        assert_eq!(u16::from_ne_bytes([attr[0], attr[1]]), 12, "nla_len");
+        assert_eq!(
+            u16::from_ne_bytes([attr[2], attr[3]]),
+            INET_DIAG_REQ_BYTECODE
+        );
+        assert_eq!(&attr[4..], &not_auto_bytecode());
+    }
+
+    #[test]
+    fn captured_tcp4_dump() {
+        let bytes = include_bytes!("testdata/dump-tcp4-loopback-8080.bin");
+        let (done, interrupted, skipped, out) = walk(bytes, table(Transport::Tcp, Family::Inet));
+        assert!(done.unwrap(), "NLMSG_DONE ends the capture");
+        assert!(!interrupted);
+        assert_eq!(skipped, 0);
+        assert_eq!(out.len(), 1);
+        let socket = &out[0];
+        assert_eq!(
+            socket.endpoint.to_string(),
+            "PROTO=inet PORT=8080 ADDR=127.0.0.1 TRANSPORT=tcp"
+        );
+        assert_eq!(socket.inode, 6343);
+        assert_eq!(socket.uid, 0);
+        assert_eq!(socket.v6only, None);
+        assert!(socket.cookie.is_some_and(|c| c != 0));
+    }
+
+    #[test]
+    fn captured_tcp6_dump_reports_dual_stack() {
+        let bytes = include_bytes!("testdata/dump-tcp6-dual-stack-3000.bin");
+        let (done, _, skipped, out) = walk(bytes, table(Transport::Tcp, Family::Inet6));
+        assert!(done.unwrap());
+        assert_eq!(skipped, 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].endpoint.to_string(),
+            "PROTO=inet6 PORT=3000 ADDR=:: TRANSPORT=tcp"
+        );
+        assert_eq!(out[0].inode, 6344);
+        assert_eq!(out[0].v6only, Some(false));
+    }
+
+    #[test]
+    fn captured_udp6_dump_reports_v6only() {
+        let bytes = include_bytes!("testdata/dump-udp6-v6only-5353.bin");
+        let (done, _, _, out) = walk(bytes, table(Transport::Udp, Family::Inet6));
+        assert!(done.unwrap());
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].endpoint.to_string(),
+            "PROTO=inet6 PORT=5353 ADDR=::1 TRANSPORT=udp"
+        );
+        assert_eq!(out[0].inode, 6345);
+        assert_eq!(out[0].v6only, Some(true));
+    }
+
+    #[test]
+    fn replies_to_other_requests_are_ignored() {
+        let bytes = include_bytes!("testdata/dump-tcp4-loopback-8080.bin");
+        let (mut interrupted, mut skipped, mut out) = (false, 0, Vec::new());
+        let done = walk_dump_datagram(
+            bytes,
+            SEQ + 1,
+            PORT,
+            table(Transport::Tcp, Family::Inet),
+            &mut interrupted,
+            &mut skipped,
+            &mut out,
+        );
+        assert!(!done.unwrap(), "a stale DONE does not end our dump");
+        assert!(out.is_empty());
+    }
+
+    /// A message of `kind` with an `int error` payload.
+    fn errno_message(kind: u16, flags: u16, errno: i32) -> Vec<u8> {
+        let mut message = Vec::new();
+        message.extend_from_slice(&20u32.to_ne_bytes());
+        message.extend_from_slice(&kind.to_ne_bytes());
+        message.extend_from_slice(&flags.to_ne_bytes());
+        message.extend_from_slice(&SEQ.to_ne_bytes());
+        message.extend_from_slice(&PORT.to_ne_bytes());
+        message.extend_from_slice(&(-errno).to_ne_bytes());
+        message
+    }
+
+    #[test]
+    fn done_with_an_errno_is_an_error() {
+        let message = errno_message(NLMSG_DONE, 0, libc::ENOENT);
+        let (done, ..) = walk(&message, table(Transport::Udp, Family::Inet));
+        let error = done.unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ENOENT));
+        let classified = SourceError::classify("dump", error);
+        assert!(
+            classified.is_unavailable(),
+            "a missing diag module means fall back"
+        );
+    }
+
+    #[test]
+    fn nlmsg_error_is_an_error() {
+        let message = errno_message(NLMSG_ERROR, 0, libc::EINVAL);
+        let (done, ..) = walk(&message, table(Transport::Tcp, Family::Inet));
+        assert_eq!(done.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn dump_intr_is_reported() {
+        let message = errno_message(NLMSG_DONE, NLM_F_DUMP_INTR, 0);
+        let (done, interrupted, ..) = walk(&message, table(Transport::Tcp, Family::Inet));
+        assert!(done.unwrap());
+        assert!(interrupted, "the caller dumps again");
+    }
+
+    #[test]
+    fn a_length_past_the_datagram_is_an_error_not_a_panic() {
+        let mut bytes = include_bytes!("testdata/dump-tcp4-loopback-8080.bin").to_vec();
+        bytes[0..4].copy_from_slice(&4096u32.to_ne_bytes());
+        let (done, ..) = walk(&bytes, table(Transport::Tcp, Family::Inet));
+        assert_eq!(done.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        for cut in 0..bytes.len() {
+            let _ = walk(&bytes[..cut], table(Transport::Tcp, Family::Inet));
+        }
+    }
+
+    #[test]
+    fn a_garbled_message_is_skipped_and_counted() {
+        let good = include_bytes!("testdata/dump-tcp4-loopback-8080.bin");
+        let first_len = u32::from_ne_bytes(good[0..4].try_into().unwrap()) as usize;
+        let mut bytes = good.to_vec();
+        // Shrink the first message so its payload is too short for an
+        // inet_diag_msg; the walk must skip it and still reach DONE.
+        let short = 16 + 8;
+        bytes[0..4].copy_from_slice(&(short as u32).to_ne_bytes());
+        bytes.drain(short..first_len);
+        let (done, _, skipped, out) = walk(&bytes, table(Transport::Tcp, Family::Inet));
+        assert!(done.unwrap());
+        assert_eq!(skipped, 1);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn destroy_messages_yield_cookies() {
+        // Destroy events have the dump reply's layout (seq and port id 0).
+        let bytes = include_bytes!("testdata/dump-tcp6-dual-stack-3000.bin");
+        let first_len = u32::from_ne_bytes(bytes[0..4].try_into().unwrap()) as usize;
+        let (_, _, _, dumped) = walk(bytes, table(Transport::Tcp, Family::Inet6));
+        let (mut skipped, mut closed) = (0, Vec::new());
+        walk_destroy_datagram(&bytes[..first_len], &mut skipped, &mut closed);
+        assert_eq!(closed, vec![dumped[0].cookie.unwrap()]);
+        assert_eq!(skipped, 0);
+    }
+}
