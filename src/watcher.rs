@@ -425,6 +425,23 @@ impl Watcher {
         Ok(())
     }
 
+    /// Which source serves which table: `tcp, tcp6 via netlink; udp via proc`.
+    pub fn describe_routes(&self) -> String {
+        let mut parts: Vec<(SourceKind, Vec<String>)> = Vec::new();
+        for (table, source) in &self.routes {
+            let kind = self.sources[*source].kind();
+            match parts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, tables)) => tables.push(table.to_string()),
+                None => parts.push((kind, vec![table.to_string()])),
+            }
+        }
+        let parts: Vec<String> = parts
+            .into_iter()
+            .map(|(kind, tables)| format!("{} via {kind}", tables.join(", ")))
+            .collect();
+        parts.join("; ")
+    }
+
     fn report_skipped(&mut self) {
         let skipped: u64 = self.sources.iter().map(|s| s.skipped()).sum();
         if skipped > self.skipped_reported {
@@ -467,6 +484,13 @@ impl Watcher {
 
         let mut changes = Vec::new();
         self.poll(&mut changes)?;
+        if self.verbose {
+            eprintln!(
+                "sockwatch: watching {}; {} endpoint(s) listening",
+                self.describe_routes(),
+                self.snapshot.len()
+            );
+        }
         if on_change(&changes, &self.snapshot)?.is_break() {
             return Ok(Stop::Done);
         }

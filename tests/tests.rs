@@ -1,0 +1,9 @@
+//! The integration tests: the real `sockwatch` binary against real sockets,
+//! each test in a network namespace of its own (see `support`).
+
+mod support;
+
+mod conditions;
+mod list;
+mod wait;
+mod watch;
