@@ -16,6 +16,9 @@ use crate::condition::Condition;
 use crate::endpoint::Table;
 use crate::event::{Event, Format};
 use crate::exit;
+use crate::hook::{self, Hooks};
+use crate::notify::Notify;
+use crate::run::RunOptions;
 use crate::watcher::{self, Options, SourceChoice, Stop, Watcher};
 
 /// How often the kernel is polled for new listeners unless `--interval`
@@ -76,6 +79,18 @@ Examples:
 Exits 0 once the condition holds (at once if it already does), 124 when
 --timeout runs out.")]
     Wait(WaitArgs),
+    /// Run a service and announce it ready when its own sockets listen.
+    #[command(after_help = "\
+Examples:
+  sockwatch run --ready-on 'socket PORT=631' -- /usr/sbin/cupsd -f
+  sockwatch run --notify fd:3 -- nginx -g 'daemon off;'
+  sockwatch run --timeout 30s -- ./server --port 8080
+
+Ready when the condition holds over the endpoints the service's own process
+tree listens on (without --ready-on: as soon as it listens on anything).
+Exits with the service's status (128+N when killed by signal N); 124 after
+--timeout, 126 or 127 when PROGRAM cannot be run.")]
+    Run(RunArgs),
 }
 
 #[derive(Debug, ClapArgs)]
@@ -118,6 +133,12 @@ struct WatchArgs {
     #[arg(long)]
     no_initial: bool,
 
+    /// Run PROGRAM [ARGS...] for each event, with the event's fields in its
+    /// environment (EVENT, PROTO, PORT, ADDR, TRANSPORT, ...). Takes the
+    /// rest of the command line: put the condition before it.
+    #[arg(long, value_name = "PROGRAM", num_args = 1.., allow_hyphen_values = true)]
+    exec: Vec<std::ffi::OsString>,
+
     /// Only endpoints that satisfy a clause of this condition.
     #[arg(value_name = "CONDITION")]
     condition: Vec<String>,
@@ -146,6 +167,37 @@ struct WaitArgs {
         allow_hyphen_values = true
     )]
     condition: Vec<String>,
+}
+
+#[derive(Debug, ClapArgs)]
+struct RunArgs {
+    /// Ready when this condition holds over the service's own endpoints.
+    #[arg(long, value_name = "CONDITION")]
+    ready_on: Option<String>,
+
+    /// How to announce readiness: systemd (sd_notify to $NOTIFY_SOCKET; the
+    /// default when it is set), fd:N (a newline on descriptor N, as s6's
+    /// notification-fd), or none.
+    #[arg(long, value_name = "HOW")]
+    notify: Option<String>,
+
+    /// Stop the service (SIGTERM, SIGKILL 5s later) and exit 124 if it is
+    /// not ready by then.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    /// How often to look for new listeners.
+    #[arg(long, value_name = "DUR", default_value = DEFAULT_INTERVAL, value_parser = parse_duration)]
+    interval: Duration,
+
+    /// Leave NOTIFY_SOCKET in the service's environment, so that it may also
+    /// notify on its own.
+    #[arg(long)]
+    pass_notify: bool,
+
+    /// The service: PROGRAM [ARGS...], after `--`.
+    #[arg(value_name = "PROGRAM", required = true, last = true)]
+    command: Vec<std::ffi::OsString>,
 }
 
 /// A mistake in what the user typed: exit code 2.
@@ -203,6 +255,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::List(list) => run_list(&args, list),
         Command::Watch(watch) => run_watch(&args, watch),
         Command::Wait(wait) => run_wait(&args, wait),
+        Command::Run(run) => run_run(&args, run),
     }
 }
 
@@ -246,6 +299,7 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
     let format = format(watch.json);
     let stdout = io::stdout();
     let mut out = stdout.lock();
+    let mut hooks = (!watch.exec.is_empty()).then(|| Hooks::start(watch.exec.clone(), hook::QUEUE));
     let mut initial = true;
     watcher.run(watch.interval, None, |events, snapshot| {
         let skip = initial && watch.no_initial;
@@ -257,12 +311,18 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
             if !selected(condition.as_ref(), event, snapshot) {
                 continue;
             }
+            if let Some(hooks) = &mut hooks {
+                hooks.submit(event);
+            }
             if quiet_on_broken_pipe(event.write(format, &mut out))?.is_break() {
                 return Ok(ControlFlow::Break(()));
             }
         }
         Ok(ControlFlow::Continue(()))
     })?;
+    if let Some(hooks) = hooks {
+        hooks.finish();
+    }
     // A signal, a closed stdout or the end of input: all are a normal end.
     Ok(ExitCode::from(exit::SUCCESS))
 }
@@ -299,4 +359,28 @@ fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
         }
         Stop::Signal(signal) => 128 + signal as u8,
     }))
+}
+
+fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
+    watcher::check_interval(run.interval)?;
+    let ready_on = match &run.ready_on {
+        Some(text) => parse_condition(std::slice::from_ref(text))?,
+        None => None,
+    };
+    let notify = Notify::parse(run.notify.as_deref(), std::env::var("NOTIFY_SOCKET").ok())
+        .map_err(|e| UsageError(e.to_string()))?;
+    let watcher = Watcher::open(&options(args, ready_on.as_ref(), false, false))?;
+    crate::run::run_service(
+        RunOptions {
+            ready_on,
+            notify,
+            timeout: run.timeout,
+            interval: run.interval,
+            grace: Duration::from_secs(5),
+            pass_notify: run.pass_notify,
+            command: run.command.clone(),
+            verbose: args.verbose,
+        },
+        watcher,
+    )
 }
