@@ -42,10 +42,15 @@ pub struct Args {
     #[command(subcommand)]
     command: Command,
 
-    /// Where socket facts come from: sock_diag netlink, falling back where
-    /// it is unavailable (auto), or netlink only.
+    /// Where socket facts come from: sock_diag netlink, falling back to
+    /// /proc per table where it is unavailable (auto), or only one of them.
     #[arg(long, global = true, value_enum, default_value_t = SourceChoice::Auto)]
     source: SourceChoice,
+
+    /// Read /proc from here: /proc/<pid> watches that process's network
+    /// namespace (netlink needs CAP_SYS_ADMIN to enter it; /proc does not).
+    #[arg(long, global = true, value_name = "DIR", default_value = "/proc")]
+    proc_root: std::path::PathBuf,
 
     /// Say what sockwatch decides and skips, on stderr.
     #[arg(short, long, global = true)]
@@ -245,6 +250,10 @@ fn options(args: &Args, condition: Option<&Condition>, pushed: bool, processes: 
         tables: condition.map_or_else(|| Table::ALL.to_vec(), Condition::tables),
         pushed,
         processes,
+        proc_root: args.proc_root.clone(),
+        // A stream says once why it reads /proc; one-shot commands only
+        // when asked.
+        announce: matches!(args.command, Command::Watch(_)),
         verbose: args.verbose,
     }
 }

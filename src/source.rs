@@ -13,6 +13,7 @@
 //! diag module. Nothing outside this module knows a netlink message exists.
 
 pub mod netlink;
+pub mod proc;
 
 use std::io;
 use std::os::fd::RawFd;

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::os::fd::RawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -32,6 +32,7 @@ use crate::endpoint::{Endpoint, Family, Socket, SourceKind, Table};
 use crate::event::{Event, EventKind};
 use crate::process::{self, Owner};
 use crate::source::netlink::Netlink;
+use crate::source::proc::Proc;
 use crate::source::{Pushed, Source, SourceError};
 
 /// The sockets listening on one endpoint: never empty, sorted by inode.
@@ -126,6 +127,8 @@ pub enum SourceChoice {
     Auto,
     /// sock_diag netlink only; an error where it is unavailable.
     Netlink,
+    /// /proc/net only.
+    Proc,
 }
 
 /// How to build a [`Watcher`].
@@ -140,6 +143,11 @@ pub struct Options {
     /// Find the process behind each new endpoint (`--processes`, or a
     /// condition that names `PID` or `COMM`).
     pub processes: bool,
+    /// Where /proc is: `/proc`, or `/proc/<pid>` for that process's network
+    /// namespace.
+    pub proc_root: PathBuf,
+    /// Say on stderr why a source is not used (`watch` always does).
+    pub announce: bool,
     /// Say on stderr what the watcher decides and skips.
     pub verbose: bool,
 }
@@ -175,34 +183,65 @@ pub struct Watcher {
     closed: Vec<u64>,
     /// Where to look for processes, when owners are wanted.
     processes: Option<PathBuf>,
+    /// Whether to say why a table moves to the fallback source.
+    announce: bool,
     verbose: bool,
     /// Malformed messages already reported, to report only new ones.
     skipped_reported: u64,
 }
 
 impl Watcher {
-    /// Opens the sources for `options.tables`.
+    /// Opens the sources for `options.tables`. With `auto`, a netlink
+    /// socket that cannot be opened means /proc for every table, and a table
+    /// whose dumps turn out to be refused moves to /proc at its first poll.
     pub fn open(options: &Options) -> anyhow::Result<Watcher> {
-        let mut netlink = match Netlink::open() {
-            Ok(netlink) => netlink,
-            Err(e) => return Err(e).context("no source of socket information is usable"),
-        };
-        if options.pushed {
-            if let Err(e) = netlink.subscribe_destroy(&options.tables) {
-                // Closing is still seen, by polling; only later.
-                if options.verbose {
-                    eprintln!("sockwatch: {e}; closing is seen by polling only");
+        let proc = || Box::new(Proc::new(&options.proc_root)) as Box<dyn Source>;
+        let netlink = match options.source {
+            SourceChoice::Proc => None,
+            SourceChoice::Auto | SourceChoice::Netlink => {
+                match Netlink::open_in(netns_of(&options.proc_root).as_deref()) {
+                    Ok(netlink) => Some(netlink),
+                    Err(e) if options.source == SourceChoice::Netlink => {
+                        return Err(e).context("no source of socket information is usable");
+                    }
+                    Err(e) => {
+                        if options.announce || options.verbose {
+                            eprintln!(
+                                "sockwatch: sock_diag is unavailable ({e}); reading {}/net instead",
+                                options.proc_root.display()
+                            );
+                        }
+                        None
+                    }
                 }
             }
-        }
+        };
+        let (sources, fallback): (Vec<Box<dyn Source>>, _) = match netlink {
+            Some(mut netlink) => {
+                if options.pushed {
+                    if let Err(e) = netlink.subscribe_destroy(&options.tables) {
+                        // Closing is still seen, by polling; only later.
+                        if options.verbose {
+                            eprintln!("sockwatch: {e}; closing is seen by polling only");
+                        }
+                    }
+                }
+                match options.source {
+                    SourceChoice::Auto => (vec![Box::new(netlink), proc()], Some(1)),
+                    _ => (vec![Box::new(netlink)], None),
+                }
+            }
+            None => (vec![proc()], None),
+        };
         let routes = options.tables.iter().map(|&t| (t, 0)).collect();
         let mut watcher = Watcher::with_sources(
-            vec![Box::new(netlink)],
+            sources,
             routes,
-            None,
-            read_bindv6only(),
+            fallback,
+            Proc::bindv6only(&options.proc_root),
             options.verbose,
         );
+        watcher.announce = options.announce || options.verbose;
         if options.processes {
             watcher.processes = Some(PathBuf::from("/proc"));
         }
@@ -232,6 +271,7 @@ impl Watcher {
             scratch: Vec::new(),
             closed: Vec::new(),
             processes: None,
+            announce: verbose,
             verbose,
             skipped_reported: 0,
         }
@@ -260,11 +300,13 @@ impl Watcher {
                 Ok(()) => changed |= self.apply_table(table, now, events),
                 Err(e @ SourceError::Unavailable { .. }) => match self.fallback {
                     Some(fallback) if fallback != source => {
-                        eprintln!(
-                            "sockwatch: {} is unavailable for {table} ({e}); using {} instead",
-                            self.sources[source].kind(),
-                            self.sources[fallback].kind()
-                        );
+                        if self.announce {
+                            eprintln!(
+                                "sockwatch: {} is unavailable for {table} ({e}); using {} instead",
+                                self.sources[source].kind(),
+                                self.sources[fallback].kind()
+                            );
+                        }
                         self.routes[i].1 = fallback;
                         continue;
                     }
@@ -529,12 +571,10 @@ impl Watcher {
     }
 }
 
-/// `net.ipv6.bindv6only` of this network namespace; Linux's default (0) if
-/// it cannot be read.
-fn read_bindv6only() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only")
-        .map(|s| s.trim() == "1")
-        .unwrap_or(false)
+/// The network namespace behind a `--proc-root` other than `/proc`
+/// (`/proc/<pid>/ns/net`), which netlink must enter to see the same sockets.
+fn netns_of(proc_root: &Path) -> Option<PathBuf> {
+    (proc_root != Path::new("/proc")).then(|| proc_root.join("ns/net"))
 }
 
 /// Refuses an interval that would spin the loop.

@@ -375,6 +375,15 @@ impl Drop for Running {
     }
 }
 
+/// An IPv6 event line as `source` prints it: sock_diag knows IPV6_V6ONLY,
+/// /proc does not.
+pub fn v6(source: &str, line: &str, v6only: bool) -> String {
+    match source {
+        "netlink" => format!("{line} V6ONLY={}", u8::from(v6only)),
+        _ => line.to_owned(),
+    }
+}
+
 /// Defines one test per source for a fn taking the source name: adding a
 /// source to the list runs the whole suite against it.
 #[macro_export]
@@ -385,6 +394,10 @@ macro_rules! each_source {
                 #[test]
                 fn netlink() {
                     super::$name("netlink");
+                }
+                #[test]
+                fn proc() {
+                    super::$name("proc");
                 }
             }
         )*

@@ -4,6 +4,7 @@
 mod support;
 
 mod conditions;
+mod fallback;
 mod list;
 mod wait;
 mod watch;

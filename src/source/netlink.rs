@@ -21,6 +21,7 @@
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 use std::time::Duration;
 
 use netlink_packet_core::{Emitable, Parseable};
@@ -298,6 +299,39 @@ pub struct Netlink {
 }
 
 impl Netlink {
+    /// Opens the dump socket in the network namespace at `netns` (a
+    /// `/proc/<pid>/ns/net` file; entering another process's namespace
+    /// needs CAP_SYS_ADMIN), or in our own.
+    pub fn open_in(netns: Option<&Path>) -> Result<Netlink, SourceError> {
+        let Some(netns) = netns else {
+            return Netlink::open();
+        };
+        let what = format!("failed to enter the network namespace {}", netns.display());
+        let enter = |path: &Path| -> io::Result<()> {
+            let file = std::fs::File::open(path)?;
+            // SAFETY: setns on a namespace descriptor we own; it changes only
+            // this thread's namespace.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        let own = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(|e| SourceError::classify(what.clone(), e))?;
+        enter(netns).map_err(|e| SourceError::classify(what.clone(), e))?;
+        // Sockets belong to the namespace they were made in: open, then go
+        // home.
+        let opened = Netlink::open();
+        // SAFETY: as above, with the descriptor of our own namespace.
+        if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(SourceError::Transient {
+                what: "failed to return to our network namespace".into(),
+                cause: io::Error::last_os_error(),
+            });
+        }
+        opened
+    }
+
     /// Opens the dump socket. Errors that mean "not here" (EPERM, EACCES,
     /// EAFNOSUPPORT, EPROTONOSUPPORT) come back as
     /// [`SourceError::Unavailable`].
