@@ -60,6 +60,11 @@ impl Hooks {
         }
     }
 
+    /// Events dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
     /// Lets the queued hooks run, then stops the worker.
     pub fn finish(mut self) {
         self.queue = None;
@@ -107,5 +112,50 @@ fn run_hooks(command: &[OsString], events: Receiver<HookEnv>) {
             Ok(status) => eprintln!("sockwatch: hook '{name}' {status} for {}", what()),
             Err(e) => eprintln!("sockwatch: hook '{name}' could not run for {}: {e}", what()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{Endpoint, Socket, SourceKind, Transport};
+    use crate::event::EventKind;
+    use crate::watcher::Listener;
+    use std::time::SystemTime;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let endpoint = Endpoint {
+            transport: Transport::Tcp,
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 80,
+        };
+        let socket = Socket {
+            endpoint,
+            inode: 1,
+            uid: 0,
+            cookie: None,
+            v6only: None,
+            source: SourceKind::Proc,
+        };
+        let event = Event {
+            kind: EventKind::Socket,
+            endpoint,
+            listener: Listener::from_sockets(vec![socket]),
+            time: SystemTime::now(),
+            owner: None,
+        };
+        let mut hooks = Hooks::start(vec!["sleep".into(), "0.3".into()], 1);
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            hooks.submit(&event);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(200),
+            "never blocks"
+        );
+        // One runs, one waits in the queue; the rest are dropped.
+        assert!(hooks.dropped() >= 3, "dropped {}", hooks.dropped());
+        hooks.finish();
     }
 }

@@ -161,6 +161,11 @@ fn reap(tree: &mut Tree, ready_inodes: &HashSet<u64>) -> bool {
             pid => {
                 if tree.main == Some(pid as u32) {
                     tree.status = Some(status_code(status));
+                    tree.main = None;
+                }
+                // A daemon's middle process may still be on its way out
+                // when the first child exits: elect again until one stays.
+                if tree.main.is_none() {
                     tree.elect_main(ready_inodes);
                 }
             }
@@ -350,9 +355,17 @@ pub fn run_service(options: RunOptions, mut watcher: Watcher) -> anyhow::Result<
         for signal in signals.pending() {
             if signal == SIGCHLD {
                 child_exited = true;
-            } else if let Some(main) = tree.main {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe { libc::kill(main as libc::pid_t, signal) };
+            } else {
+                if tree.main.is_none() {
+                    tree.elect_main(&ready_inodes);
+                }
+                if let Some(main) = tree.main {
+                    if options.verbose {
+                        eprintln!("sockwatch: forwarding signal {signal} to {main}");
+                    }
+                    // SAFETY: kill(2) has no memory-safety preconditions.
+                    unsafe { libc::kill(main as libc::pid_t, signal) };
+                }
             }
         }
         if child_exited && reap(&mut tree, &ready_inodes) {

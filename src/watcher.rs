@@ -42,6 +42,13 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A listener made of `sockets` (not empty), sorted by inode.
+    pub fn from_sockets(mut sockets: Vec<Socket>) -> Listener {
+        assert!(!sockets.is_empty(), "a listener has at least one socket");
+        sockets.sort_by_key(|s| s.inode);
+        Listener { sockets }
+    }
+
     /// The sockets behind the endpoint.
     pub fn sockets(&self) -> &[Socket] {
         &self.sockets

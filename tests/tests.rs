@@ -6,5 +6,6 @@ mod support;
 mod conditions;
 mod fallback;
 mod list;
+mod run;
 mod wait;
 mod watch;

@@ -1,0 +1,450 @@
+//! `sockwatch run`, `--processes` and `watch --exec`, with real processes:
+//! services are small Python programs (python3 is part of the machine the
+//! tests run on; `.ci/run` checks for it) that listen, fork or exit as told.
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// A fresh directory for one test's files.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sockwatch-{test}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A Python service: after `delay` seconds it listens on TCP `port` of
+/// 127.0.0.1, creates `marker` (so the test knows it listened before
+/// readiness was announced), then sleeps until SIGTERM, on which it exits
+/// with `term_code`, or exits with `exit_code` after `life` seconds.
+fn service(
+    delay: f64,
+    port: u16,
+    marker: &Path,
+    life: f64,
+    exit_code: i32,
+    term_code: i32,
+) -> Vec<String> {
+    let code = format!(
+        r#"
+import signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit({term_code}))
+time.sleep({delay})
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", {port})); s.listen()
+open("{marker}", "w").close()
+time.sleep({life})
+sys.exit({exit_code})
+"#,
+        marker = marker.display()
+    );
+    vec!["python3".into(), "-c".into(), code]
+}
+
+/// `sockwatch run ARGS -- SERVICE` with `NOTIFY_SOCKET` set as given.
+fn run_command(args: &[&str], service: &[String], notify_socket: Option<&str>) -> Command {
+    let mut command = Command::new(BIN);
+    command.arg("run").args(args).arg("--").args(service);
+    command.env_remove("NOTIFY_SOCKET");
+    if let Some(socket) = notify_socket {
+        command.env("NOTIFY_SOCKET", socket);
+    }
+    command
+}
+
+/// Receives one sd_notify datagram within the deadline.
+fn receive(socket: &UnixDatagram) -> String {
+    socket.set_read_timeout(Some(PROMPTLY)).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = socket.recv(&mut buf).expect("no notification");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn ready_through_a_notify_socket_path_once_the_service_listens() {
+    let _ns = Netns::enter();
+    let dir = scratch("notify-path");
+    let path = dir.join("notify");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let marker = dir.join("listening");
+    let service = service(0.3, 8080, &marker, 30.0, 0, 0);
+    let mut run = Running::spawn(run_command(
+        &["--ready-on", "socket PORT=8080", "--interval", "20ms"],
+        &service,
+        Some(path.to_str().unwrap()),
+    ));
+    let message = receive(&socket);
+    assert!(marker.exists(), "READY came before the service listened");
+    assert_eq!(message, "READY=1\nSTATUS=listening on tcp 127.0.0.1:8080\n");
+    // Once only.
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(socket.recv(&mut [0u8; 64]).is_err(), "READY is sent once");
+    assert_eq!(
+        run.signal(libc::SIGTERM).code(),
+        Some(0),
+        "forwarded; the service exits 0"
+    );
+}
+
+#[test]
+fn ready_through_an_abstract_notify_socket_without_a_condition() {
+    let _ns = Netns::enter();
+    let dir = scratch("notify-abstract");
+    let name = format!("sockwatch-test-{}", std::process::id());
+    let address = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let socket = UnixDatagram::bind_addr(&address).unwrap();
+    let marker = dir.join("listening");
+    let service = service(0.2, 9090, &marker, 30.0, 0, 0);
+    let mut run = Running::spawn(run_command(
+        &["--interval", "20ms"],
+        &service,
+        Some(&format!("@{name}")),
+    ));
+    let message = receive(&socket);
+    assert!(marker.exists());
+    assert_eq!(message, "READY=1\nSTATUS=listening on tcp 127.0.0.1:9090\n");
+    run.signal(libc::SIGTERM);
+}
+
+#[test]
+fn the_service_does_not_see_notify_socket_unless_passed() {
+    let _ns = Netns::enter();
+    let script = "import os; print(os.environ.get('NOTIFY_SOCKET', 'unset'))";
+    let service = vec!["python3".to_string(), "-c".to_string(), script.to_string()];
+    let out = finish(
+        run_command(&["--notify", "none"], &service, Some("/nonexistent")),
+        PROMPTLY,
+    );
+    assert_eq!(out.stdout.trim(), "unset", "{out}");
+    let out = finish(
+        run_command(
+            &["--notify", "none", "--pass-notify"],
+            &service,
+            Some("/nonexistent"),
+        ),
+        PROMPTLY,
+    );
+    assert_eq!(out.stdout.trim(), "/nonexistent", "{out}");
+}
+
+#[test]
+fn a_foreign_listener_does_not_make_the_service_ready() {
+    let _ns = Netns::enter();
+    let dir = scratch("foreign");
+    let path = dir.join("notify");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    // Someone else already listens on the port the service is waited for.
+    let _foreign = tcp("127.0.0.1:8080");
+    let service = service(0.1, 8081, &dir.join("listening"), 30.0, 0, 0);
+    let out = finish(
+        run_command(
+            &[
+                "--ready-on",
+                "socket PORT=8080",
+                "--timeout",
+                "1s",
+                "--interval",
+                "20ms",
+            ],
+            &service,
+            Some(path.to_str().unwrap()),
+        ),
+        PROMPTLY,
+    );
+    assert_eq!(out.code(), 124, "{out}");
+    assert!(out.stderr.contains("not ready after 1s"), "{out}");
+    socket.set_nonblocking(true).unwrap();
+    assert!(
+        socket.recv(&mut [0u8; 64]).is_err(),
+        "no READY for a foreign socket"
+    );
+}
+
+#[test]
+fn a_double_forking_daemon_is_followed_to_its_socket() {
+    let _ns = Netns::enter();
+    let dir = scratch("daemon");
+    let path = dir.join("notify");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let pidfile = dir.join("pid");
+    let daemon = format!(
+        r#"
+import os, signal, socket, sys, time
+if os.fork(): sys.exit(0)
+os.setsid()
+if os.fork(): sys.exit(0)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
+s = socket.socket(); s.bind(("127.0.0.1", 631)); s.listen()
+open("{pidfile}", "w").write(str(os.getpid()))
+time.sleep(60)
+"#,
+        pidfile = pidfile.display()
+    );
+    let service = vec!["python3".to_string(), "-c".to_string(), daemon];
+    let mut run = Running::spawn(run_command(
+        &["--ready-on", "socket PORT=631", "--interval", "20ms", "-v"],
+        &service,
+        Some(path.to_str().unwrap()),
+    ));
+    let message = receive(&socket);
+    assert_eq!(message, "READY=1\nSTATUS=listening on tcp 127.0.0.1:631\n");
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "the direct child's exit 0 is not the end"
+    );
+    let daemon_pid: u32 = fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    let parent = || -> u32 {
+        let stat = fs::read_to_string(format!("/proc/{daemon_pid}/stat")).unwrap();
+        let fields = &stat[stat.rfind(')').unwrap() + 2..];
+        fields.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    // The middle process exits right after forking the daemon.
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    while parent() != run.child.id() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        parent(),
+        run.child.id(),
+        "the daemon was reparented to sockwatch (subreaper)"
+    );
+    let status = run.signal(libc::SIGTERM);
+    let (_, stderr) = run.finish();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "SIGTERM reached the daemon, whose status is ours\n{stderr}"
+    );
+}
+
+#[test]
+fn fd_notification_writes_a_newline_and_closes() {
+    let _ns = Netns::enter();
+    let dir = scratch("fd");
+    let marker = dir.join("listening");
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just made and are owned here.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let service = service(0.2, 7000, &marker, 30.0, 0, 0);
+    let mut command = run_command(&["--notify", "fd:3", "--interval", "20ms"], &service, None);
+    let write_fd = write_end.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; it hands the pipe to the child as fd 3.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(write_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut run = Running::spawn(command);
+    drop(write_end);
+    let mut pipe = fs::File::from(read_end);
+    let mut got = Vec::new();
+    pipe.read_to_end(&mut got).unwrap(); // ends when sockwatch closes fd 3
+    assert_eq!(got, b"\n");
+    assert!(marker.exists(), "notified after the service listened");
+    run.signal(libc::SIGTERM);
+}
+
+#[test]
+fn exit_statuses() {
+    let _ns = Netns::enter();
+    let dir = scratch("status");
+    let marker = dir.join("listening");
+    // Ready, then exits 7 on its own: 7.
+    let out = finish(
+        run_command(
+            &["--notify", "none", "--interval", "20ms"],
+            &service(0.0, 7001, &marker, 0.3, 7, 0),
+            None,
+        ),
+        PROMPTLY,
+    );
+    assert_eq!(out.code(), 7, "{out}");
+    // Killed by a signal: 128 + 9.
+    let killed = vec![
+        "python3".into(),
+        "-c".into(),
+        "import os; os.kill(os.getpid(), 9)".into(),
+    ];
+    let out = finish(run_command(&["--notify", "none"], &killed, None), PROMPTLY);
+    assert_eq!(out.code(), 137, "{out}");
+    assert!(out.stderr.contains("before it was ready"), "{out}");
+    // Exits before it is ready: its status, and one line saying so.
+    let early = vec![
+        "python3".into(),
+        "-c".into(),
+        "import sys; sys.exit(5)".into(),
+    ];
+    let out = finish(run_command(&["--notify", "none"], &early, None), PROMPTLY);
+    assert_eq!(out.code(), 5, "{out}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("exited with status 5 before it was ready"),
+        "{out}"
+    );
+    // Never ready within --timeout: stopped, 124.
+    let sleeper = vec!["sleep".into(), "30".into()];
+    let out = finish(
+        run_command(&["--notify", "none", "--timeout", "300ms"], &sleeper, None),
+        PROMPTLY,
+    );
+    assert_eq!(out.code(), 124, "{out}");
+    // Cannot be started.
+    let out = finish(
+        run_command(&[], &["/nonexistent/daemon".into()], None),
+        PROMPTLY,
+    );
+    assert_eq!(out.code(), 127, "{out}");
+    assert!(out.stderr.contains("not found"), "{out}");
+    let not_executable = dir.join("script");
+    fs::write(&not_executable, "#!/bin/sh\n").unwrap();
+    let out = finish(
+        run_command(&[], &[not_executable.display().to_string()], None),
+        PROMPTLY,
+    );
+    assert_eq!(out.code(), 126, "{out}");
+    // A usage error: exit 2.
+    let out = finish(
+        run_command(&["--notify", "upstart"], &sleeper, None),
+        PROMPTLY,
+    );
+    assert_eq!(out.code(), 2, "{out}");
+}
+
+#[test]
+fn processes_names_our_own_process() {
+    let _ns = Netns::enter();
+    let _web = tcp("127.0.0.1:8080");
+    let comm = fs::read_to_string("/proc/thread-self/comm").unwrap();
+    let comm = comm.trim_end();
+    let me = std::process::id();
+    let out = run("netlink", &["list", "--processes"]);
+    assert_eq!(out.code(), 0, "{out}");
+    let expected =
+        format!("socket PROTO=inet PORT=8080 ADDR=127.0.0.1 TRANSPORT=tcp PID={me} COMM=");
+    assert!(out.stdout.starts_with(&expected), "{out}");
+    let out = run("netlink", &["list", "--processes", "--json"]);
+    let event: serde_json::Value = serde_json::from_str(out.lines()[0]).unwrap();
+    assert_eq!(event["pid"], me);
+    let process_comm = fs::read_to_string("/proc/self/comm").unwrap();
+    assert_eq!(
+        event["comm"],
+        process_comm.trim_end(),
+        "{out} (thread comm {comm})"
+    );
+    // An ordinary user cannot look into root's fd tables: no PID, no error.
+    if unsafe { libc::geteuid() } == 0 {
+        let mut list = command("netlink", &["list", "--processes"]);
+        list.uid(65534).gid(65534);
+        let out = finish(list, PROMPTLY);
+        assert_eq!(out.code(), 0, "{out}");
+        assert_lines(
+            &out.lines(),
+            &["socket PROTO=inet PORT=8080 ADDR=127.0.0.1 TRANSPORT=tcp"],
+        );
+        assert!(out.stderr.is_empty(), "{out}");
+    }
+    // Conditions on PID and COMM turn the lookup on.
+    let out = run(
+        "netlink",
+        &[
+            "wait",
+            "--timeout",
+            "5s",
+            &format!("socket PORT=8080 PID={me}"),
+        ],
+    );
+    assert_eq!(out.code(), 0, "{out}");
+    let out = run(
+        "netlink",
+        &["wait", "--timeout", "300ms", "socket PORT=8080 COMM=nginx"],
+    );
+    assert_eq!(out.code(), 124, "{out}");
+}
+
+#[test]
+fn hooks_get_the_event_in_their_environment_in_order_and_verbatim() {
+    let _ns = Netns::enter();
+    let dir = scratch("hooks");
+    let log = dir.join("log");
+    let hook = dir.join("hook.sh");
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nprintf '%s|%s|%s|%s|%s|%s|%s|%s\\n' \"$EVENT\" \"$PROTO\" \"$PORT\" \"$ADDR\" \"$TRANSPORT\" \"$COMM\" \"$1\" \"$2\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let hostile = r#"a b"c$(x)"#; // at most 15 bytes: a comm
+    let marker = dir.join("listening");
+    let server = format!(
+        r#"
+import socket, sys, time
+open("/proc/self/comm", "w").write('{hostile}')
+s = socket.socket(); s.bind(("127.0.0.1", 5000)); s.listen()
+open("{marker}", "w").close()
+sys.stdin.read()
+"#,
+        marker = marker.display()
+    );
+    let mut watch = Running::start(
+        "netlink",
+        &[
+            "-v",
+            "watch",
+            "--no-initial",
+            "--processes",
+            "--interval",
+            "20ms",
+            "socket PORT=5000",
+            "--exec",
+            hook.to_str().unwrap(),
+            "--arg",
+            "$(rm -rf /)",
+        ],
+    );
+    watch.stderr_line(); // watching
+    let mut service = Command::new("python3")
+        .args(["-c", &server])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    watch.line();
+    drop(service.stdin.take()); // ends the service: its socket closes
+    service.wait().unwrap();
+    watch.line();
+    let expected = [
+        format!(r#"socket|inet|5000|127.0.0.1|tcp|{hostile}|--arg|$(rm -rf /)"#),
+        format!(r#"socket-closed|inet|5000|127.0.0.1|tcp|{hostile}|--arg|$(rm -rf /)"#),
+    ];
+    // The hook runs after the line is printed: wait for both entries.
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    let lines = loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= 2 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(lines, expected);
+}
