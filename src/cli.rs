@@ -21,13 +21,6 @@ use crate::notify::Notify;
 use crate::run::RunOptions;
 use crate::watcher::{self, Options, SourceChoice, Stop, Watcher};
 
-/// How often the kernel is polled for new listeners unless `--interval`
-/// says otherwise: `wait` must notice a new listener within 100 ms, and a
-/// poll of the four tables costs well under a millisecond of CPU whatever
-/// the number of connections, since the kernel walks only its listening and
-/// UDP hashes.
-pub const DEFAULT_INTERVAL: &str = "50ms";
-
 /// Know from the kernel when a service is listening, without poking it.
 #[derive(Debug, Parser)]
 #[command(name = "sockwatch", version, propagate_version = true)]
@@ -130,9 +123,11 @@ struct WatchArgs {
     processes: bool,
 
     /// How often to poll for new listeners (closing is pushed by the
-    /// kernel): 50ms, 1s, or a number of seconds.
-    #[arg(long, value_name = "DUR", default_value = DEFAULT_INTERVAL, value_parser = parse_duration)]
-    interval: Duration,
+    /// kernel): 50ms, 1s, or a number of seconds. Default 50ms; 500ms when
+    /// reading /proc, whose every poll makes the kernel walk its connection
+    /// hash.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    interval: Option<Duration>,
 
     /// Print only changes, not the endpoints already listening.
     #[arg(long)]
@@ -156,9 +151,9 @@ struct WaitArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     timeout: Option<Duration>,
 
-    /// How often to poll for new listeners.
-    #[arg(long, value_name = "DUR", default_value = DEFAULT_INTERVAL, value_parser = parse_duration)]
-    interval: Duration,
+    /// How often to poll for new listeners [default: 50ms].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    interval: Option<Duration>,
 
     /// Wait until the condition no longer holds.
     #[arg(long)]
@@ -191,9 +186,9 @@ struct RunArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     timeout: Option<Duration>,
 
-    /// How often to look for new listeners.
-    #[arg(long, value_name = "DUR", default_value = DEFAULT_INTERVAL, value_parser = parse_duration)]
-    interval: Duration,
+    /// How often to look for new listeners until ready [default: 50ms].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    interval: Option<Duration>,
 
     /// Leave NOTIFY_SOCKET in the service's environment, so that it may also
     /// notify on its own.
@@ -228,6 +223,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     }
     humantime::parse_duration(text).map_err(|e| format!("{e} (try 500ms, 30s, 2m)"))
+}
+
+/// Refuses an interval that would spin the loop.
+fn check_interval(interval: Duration) -> anyhow::Result<Duration> {
+    if interval < Duration::from_millis(1) {
+        return Err(UsageError("--interval must be at least 1ms".into()).into());
+    }
+    Ok(interval)
 }
 
 /// Parses the words of a condition, joined by spaces so that it may be
@@ -302,15 +305,19 @@ fn run_list(args: &Args, list: &ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
-    watcher::check_interval(watch.interval)?;
     let condition = parse_condition(&watch.condition)?;
     let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, watch.processes))?;
+    let interval = check_interval(
+        watch
+            .interval
+            .unwrap_or_else(|| watcher.default_interval(true)),
+    )?;
     let format = format(watch.json);
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut hooks = (!watch.exec.is_empty()).then(|| Hooks::start(watch.exec.clone(), hook::QUEUE));
     let mut initial = true;
-    watcher.run(watch.interval, None, |events, snapshot| {
+    watcher.run(interval, None, |events, snapshot| {
         let skip = initial && watch.no_initial;
         initial = false;
         if skip {
@@ -341,13 +348,16 @@ fn selected(condition: Option<&Condition>, event: &Event, snapshot: &watcher::Sn
 }
 
 fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
-    watcher::check_interval(wait.interval)?;
     let Some(condition) = parse_condition(&wait.condition)? else {
         return Err(UsageError("wait needs a condition".into()).into());
     };
     let deadline = wait.timeout.map(|t| Instant::now() + t);
     let mut watcher = Watcher::open(&options(args, Some(&condition), true, false))?;
-    let stop = watcher.run(wait.interval, deadline, |_, snapshot| {
+    let interval = check_interval(
+        wait.interval
+            .unwrap_or_else(|| watcher.default_interval(false)),
+    )?;
+    let stop = watcher.run(interval, deadline, |_, snapshot| {
         let holds = condition.holds(&snapshot.all_facts());
         Ok(if holds != wait.gone {
             ControlFlow::Break(())
@@ -371,7 +381,6 @@ fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
-    watcher::check_interval(run.interval)?;
     let ready_on = match &run.ready_on {
         Some(text) => parse_condition(std::slice::from_ref(text))?,
         None => None,
@@ -379,12 +388,16 @@ fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
     let notify = Notify::parse(run.notify.as_deref(), std::env::var("NOTIFY_SOCKET").ok())
         .map_err(|e| UsageError(e.to_string()))?;
     let watcher = Watcher::open(&options(args, ready_on.as_ref(), false, false))?;
+    let interval = check_interval(
+        run.interval
+            .unwrap_or_else(|| watcher.default_interval(false)),
+    )?;
     crate::run::run_service(
         RunOptions {
             ready_on,
             notify,
             timeout: run.timeout,
-            interval: run.interval,
+            interval,
             grace: Duration::from_secs(5),
             pass_notify: run.pass_notify,
             command: run.command.clone(),

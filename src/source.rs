@@ -84,6 +84,11 @@ pub trait Source {
     /// Which backend this is, for events and messages.
     fn kind(&self) -> SourceKind;
 
+    /// Called at the start of every poll, before the tables' dumps: a source
+    /// that answers several tables with one request keeps the answer for
+    /// this poll only.
+    fn begin_poll(&mut self) {}
+
     /// Appends every listening socket of `table` to `out`. On error `out` may
     /// hold part of the answer; the caller discards it.
     fn dump(&mut self, table: Table, out: &mut Vec<Socket>) -> Result<(), SourceError>;

@@ -21,7 +21,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -170,6 +170,15 @@ pub enum Stop {
     TimedOut,
 }
 
+/// The poll interval unless `--interval` says otherwise: `wait` must
+/// notice a new listener within 100 ms, and a sock_diag poll of the four
+/// tables costs about 0.1 ms (benches/RESULTS.md).
+pub const NETLINK_INTERVAL: Duration = Duration::from_millis(50);
+/// The interval of a long-running `watch` that reads /proc: there every
+/// poll costs milliseconds, since the kernel walks its whole connection
+/// hash to find the end of the file (benches/RESULTS.md).
+pub const PROC_INTERVAL: Duration = Duration::from_millis(500);
+
 const SIGNALS: Token = Token(0);
 /// Pushed descriptors are registered as `Token(FIRST_SOURCE + source index)`.
 const FIRST_SOURCE: usize = 1;
@@ -284,6 +293,21 @@ impl Watcher {
         }
     }
 
+    /// The interval to poll at when the user did not choose one. A
+    /// long-running watch that reads any table from /proc polls less often;
+    /// a `wait` or `run` stays quick, since it ends once the answer is in.
+    pub fn default_interval(&self, long_running: bool) -> Duration {
+        let reads_proc = self
+            .routes
+            .iter()
+            .any(|&(_, source)| self.sources[source].kind() == SourceKind::Proc);
+        if long_running && reads_proc {
+            PROC_INTERVAL
+        } else {
+            NETLINK_INTERVAL
+        }
+    }
+
     /// The current endpoints.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
@@ -299,6 +323,9 @@ impl Watcher {
         let first_new = events.len();
         let mut changed = false;
         let now = SystemTime::now();
+        for source in &mut self.sources {
+            source.begin_poll();
+        }
         let mut i = 0;
         while i < self.routes.len() {
             let (table, source) = self.routes[i];
@@ -582,14 +609,6 @@ impl Watcher {
 /// (`/proc/<pid>/ns/net`), which netlink must enter to see the same sockets.
 fn netns_of(proc_root: &Path) -> Option<PathBuf> {
     (proc_root != Path::new("/proc")).then(|| proc_root.join("ns/net"))
-}
-
-/// Refuses an interval that would spin the loop.
-pub fn check_interval(interval: Duration) -> anyhow::Result<()> {
-    if interval < Duration::from_millis(1) {
-        bail!("--interval must be at least 1ms");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

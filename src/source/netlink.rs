@@ -55,6 +55,10 @@ const NLMSG_OVERRUN: u16 = 4;
 const NLM_F_REQUEST: u16 = 0x01;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_DUMP_INTR: u16 = 0x10;
+/// `TCPDIAG_GETSOCK`: the original inet_diag request, still served. Unlike
+/// `SOCK_DIAG_BY_FAMILY` it accepts `AF_UNSPEC`, so one walk of the
+/// listening hash answers for IPv4 and IPv6 together.
+const TCPDIAG_GETSOCK: u16 = 18;
 
 /// `INET_DIAG_REQ_BYTECODE`, the request attribute holding a filter program.
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
@@ -129,6 +133,56 @@ pub(crate) fn dump_request(table: Table, seq: u32) -> Vec<u8> {
     msg[8..12].copy_from_slice(&seq.to_ne_bytes());
     // nlmsg_pid 0: the kernel fills in our port id.
     msg
+}
+
+/// The legacy request for every listening TCP socket, both families:
+/// `nlmsghdr` (16 bytes, type `TCPDIAG_GETSOCK`), then `struct
+/// inet_diag_req` (60 bytes): family `AF_UNSPEC`, src_len, dst_len, ext (all
+/// 0), the 48-byte socket id (zeros: no filter), `idiag_states` (LISTEN) and
+/// `idiag_dbs` (0).
+pub(crate) fn tcp_both_families_request(seq: u32) -> Vec<u8> {
+    let mut msg = vec![0u8; NLMSG_HDRLEN + 60];
+    let len = msg.len() as u32;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    msg[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
+    let states: u32 = 1 << 10; // TCP_LISTEN
+    msg[NLMSG_HDRLEN + 52..NLMSG_HDRLEN + 56].copy_from_slice(&states.to_ne_bytes());
+    msg
+}
+
+/// What a dump asks for, and so which replies belong in its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    /// One table (`SOCK_DIAG_BY_FAMILY`).
+    Table(Table),
+    /// TCP listeners of both families (`TCPDIAG_GETSOCK`, `AF_UNSPEC`).
+    TcpBothFamilies,
+}
+
+impl Ask {
+    fn transport(self) -> Transport {
+        match self {
+            Ask::Table(table) => table.transport,
+            Ask::TcpBothFamilies => Transport::Tcp,
+        }
+    }
+
+    /// Whether a reply of this family answers the request.
+    fn wants(self, family: Family) -> bool {
+        match self {
+            Ask::Table(table) => table.family == family,
+            Ask::TcpBothFamilies => true,
+        }
+    }
+
+    fn request(self, seq: u32) -> Vec<u8> {
+        match self {
+            Ask::Table(table) => dump_request(table, seq),
+            Ask::TcpBothFamilies => tcp_both_families_request(seq),
+        }
+    }
 }
 
 /// One netlink message header, read from the front of a buffer.
@@ -219,7 +273,7 @@ fn walk_dump_datagram(
     datagram: &[u8],
     seq: u32,
     port: u32,
-    table: Table,
+    ask: Ask,
     interrupted: &mut bool,
     skipped: &mut u64,
     out: &mut Vec<Socket>,
@@ -265,11 +319,11 @@ fn walk_dump_datagram(
                     "netlink overrun",
                 ));
             }
-            SOCK_DIAG_BY_FAMILY => match parse_diag(payload) {
-                Some(message) if Family::of(&message.addr) == table.family => {
+            SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => match parse_diag(payload) {
+                Some(message) if ask.wants(Family::of(&message.addr)) => {
                     out.push(Socket {
                         endpoint: Endpoint {
-                            transport: table.transport,
+                            transport: ask.transport(),
                             addr: message.addr,
                             port: message.port,
                         },
@@ -296,6 +350,11 @@ pub struct Netlink {
     buf: Vec<u8>,
     destroy: Option<NlSocket>,
     skipped: u64,
+    /// IPv6 TCP listeners from this poll's combined TCP dump, for the tcp6
+    /// table; cleared at the start of every poll.
+    tcp6_stash: Option<Vec<Socket>>,
+    /// Whether the kernel answers `TCPDIAG_GETSOCK` (it has since 2.6).
+    combined_tcp: bool,
 }
 
 impl Netlink {
@@ -350,6 +409,8 @@ impl Netlink {
             buf: Vec::with_capacity(RECV_BUF),
             destroy: None,
             skipped: 0,
+            tcp6_stash: None,
+            combined_tcp: true,
         })
     }
 
@@ -398,9 +459,9 @@ impl Netlink {
     }
 
     /// One dump attempt. Returns whether the kernel flagged it interrupted.
-    fn dump_once(&mut self, table: Table, out: &mut Vec<Socket>) -> io::Result<bool> {
+    fn dump_once(&mut self, ask: Ask, out: &mut Vec<Socket>) -> io::Result<bool> {
         self.seq = self.seq.wrapping_add(1);
-        let request = dump_request(table, self.seq);
+        let request = ask.request(self.seq);
         let kernel = SocketAddr::new(0, 0);
         self.dump.send_to(&request, &kernel, 0)?;
         let mut interrupted = false;
@@ -413,7 +474,7 @@ impl Netlink {
                 &self.buf,
                 self.seq,
                 self.port,
-                table,
+                ask,
                 &mut interrupted,
                 &mut self.skipped,
                 out,
@@ -425,32 +486,71 @@ impl Netlink {
     }
 }
 
-impl Source for Netlink {
-    fn kind(&self) -> SourceKind {
-        SourceKind::Netlink
-    }
-
-    fn dump(&mut self, table: Table, out: &mut Vec<Socket>) -> Result<(), SourceError> {
+impl Netlink {
+    /// Dumps `ask`, again while the kernel says the tables changed under
+    /// the walk.
+    fn dump_asking(&mut self, ask: Ask, out: &mut Vec<Socket>) -> Result<(), SourceError> {
+        let what = || match ask {
+            Ask::Table(table) => format!("sock_diag dump of {table}"),
+            Ask::TcpBothFamilies => "sock_diag dump of tcp and tcp6".to_owned(),
+        };
         let start = out.len();
         for _ in 0..DUMP_ATTEMPTS {
             out.truncate(start);
-            match self.dump_once(table, out) {
+            match self.dump_once(ask, out) {
                 Ok(false) => return Ok(()),
                 Ok(true) => continue,
                 Err(e) => {
                     out.truncate(start);
-                    return Err(SourceError::classify(
-                        format!("sock_diag dump of {table} failed"),
-                        e,
-                    ));
+                    return Err(SourceError::classify(format!("{} failed", what()), e));
                 }
             }
         }
         out.truncate(start);
         Err(SourceError::Transient {
-            what: format!("sock_diag dump of {table}"),
+            what: what(),
             cause: io::Error::new(io::ErrorKind::Interrupted, "interrupted repeatedly"),
         })
+    }
+}
+
+impl Source for Netlink {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Netlink
+    }
+
+    fn begin_poll(&mut self) {
+        self.tcp6_stash = None;
+    }
+
+    fn dump(&mut self, table: Table, out: &mut Vec<Socket>) -> Result<(), SourceError> {
+        let tcp4 = Table::new(Transport::Tcp, Family::Inet);
+        let tcp6 = Table::new(Transport::Tcp, Family::Inet6);
+        if table == tcp6 {
+            if let Some(stash) = self.tcp6_stash.take() {
+                out.extend(stash);
+                return Ok(());
+            }
+        }
+        if table == tcp4 && self.combined_tcp {
+            // One walk of the listening hash for both families: IPv4 goes
+            // out, IPv6 waits for the tcp6 table of this same poll.
+            let mut both = Vec::new();
+            match self.dump_asking(Ask::TcpBothFamilies, &mut both) {
+                Ok(()) => {
+                    let (v4, v6) = both
+                        .into_iter()
+                        .partition(|s| s.endpoint.family() == Family::Inet);
+                    out.extend::<Vec<Socket>>(v4);
+                    self.tcp6_stash = Some(v6);
+                    return Ok(());
+                }
+                // A kernel that refuses the old request still has the new.
+                Err(SourceError::Unavailable { .. }) => self.combined_tcp = false,
+                Err(e) => return Err(e),
+            }
+        }
+        self.dump_asking(Ask::Table(table), out)
     }
 
     fn pushed_fd(&self) -> Option<RawFd> {
@@ -553,7 +653,7 @@ mod tests {
             datagram,
             SEQ,
             PORT,
-            table,
+            Ask::Table(table),
             &mut interrupted,
             &mut skipped,
             &mut out,
@@ -615,6 +715,39 @@ mod tests {
     }
 
     #[test]
+    fn combined_tcp_request_is_the_legacy_one_for_both_families() {
+        let request = tcp_both_families_request(5);
+        assert_eq!(request.len(), 16 + 60);
+        assert_eq!(u32::from_ne_bytes(request[0..4].try_into().unwrap()), 76);
+        assert_eq!(
+            u16::from_ne_bytes([request[4], request[5]]),
+            TCPDIAG_GETSOCK
+        );
+        assert_eq!(request[16], 0, "AF_UNSPEC: both families in one walk");
+        assert_eq!(
+            u32::from_ne_bytes(request[68..72].try_into().unwrap()),
+            1 << 10,
+            "idiag_states: LISTEN"
+        );
+        // Its replies carry the request's type; both families are kept.
+        let mut reply = include_bytes!("testdata/dump-tcp6-dual-stack-3000.bin").to_vec();
+        reply[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+        let (mut interrupted, mut skipped, mut out) = (false, 0, Vec::new());
+        let done = walk_dump_datagram(
+            &reply,
+            SEQ,
+            PORT,
+            Ask::TcpBothFamilies,
+            &mut interrupted,
+            &mut skipped,
+            &mut out,
+        );
+        assert!(done.unwrap(), "NLMSG_DONE ends it");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].endpoint.port, 3000);
+    }
+
+    #[test]
     fn captured_tcp4_dump() {
         let bytes = include_bytes!("testdata/dump-tcp4-loopback-8080.bin");
         let (done, interrupted, skipped, out) = walk(bytes, table(Transport::Tcp, Family::Inet));
@@ -670,7 +803,7 @@ mod tests {
             bytes,
             SEQ + 1,
             PORT,
-            table(Transport::Tcp, Family::Inet),
+            Ask::Table(table(Transport::Tcp, Family::Inet)),
             &mut interrupted,
             &mut skipped,
             &mut out,

@@ -1,0 +1,218 @@
+//! Detection latency: from `listen()` returning to the event reaching its
+//! consumer, and from `close()` to `socket-closed`, per source and poll
+//! interval, through the library (a callback in this process) and through
+//! the binary (a line on its stdout).
+//!
+//! Run: `cargo bench --bench latency` (as root). TRIALS=N changes the
+//! number of trials per row (default 200).
+
+#[path = "support/lab.rs"]
+mod lab;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::ops::ControlFlow;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sockwatch::endpoint::Table;
+use sockwatch::event::EventKind;
+use sockwatch::watcher::{Options, SourceChoice, Watcher};
+
+/// A tiny LCG: jitter between trials so that `listen()` falls at every
+/// phase of the poll timer, not always just after a poll.
+struct Jitter(u64);
+
+impl Jitter {
+    fn below(&mut self, limit: Duration) -> Duration {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        limit.mul_f64((self.0 >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+struct Row {
+    source: &'static str,
+    consumer: &'static str,
+    interval: Duration,
+    appear: Vec<Duration>,
+    close: Vec<Duration>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn summary(samples: &mut [Duration]) -> String {
+    samples.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "{:7.2} | {:7.2} | {:7.2}",
+        ms(percentile(samples, 0.5)),
+        ms(percentile(samples, 0.99)),
+        ms(*samples.last().unwrap())
+    )
+}
+
+/// Times `trials` listen/close pairs; `next` waits for the consumer to
+/// report the next event and returns when it saw it.
+fn trials(
+    trials: usize,
+    interval: Duration,
+    mut next: impl FnMut(EventKind) -> Instant,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let mut jitter = Jitter(0x5eed);
+    let (mut appear, mut close) = (Vec::new(), Vec::new());
+    for i in 0..trials {
+        thread::sleep(jitter.below(interval));
+        let listener = TcpListener::bind(("127.0.0.1", 30_000 + (i % 1000) as u16)).unwrap();
+        let listening = Instant::now();
+        appear.push(next(EventKind::Socket) - listening);
+        thread::sleep(jitter.below(interval));
+        let closing = Instant::now();
+        drop(listener);
+        close.push(next(EventKind::SocketClosed) - closing);
+    }
+    (appear, close)
+}
+
+fn through_binary(source: &'static str, interval: Duration, n: usize) -> Row {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockwatch"))
+        .args(["--source", source, "watch", "--no-initial", "--interval"])
+        .arg(format!("{}ms", interval.as_millis()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (send, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if send.send((line.unwrap(), Instant::now())).is_err() {
+                break;
+            }
+        }
+    });
+    // Let it take its first snapshot before the first trial.
+    thread::sleep(interval * 3 + Duration::from_millis(200));
+    let (appear, close) = trials(n, interval, |kind| {
+        let (line, at) = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an event");
+        let want = match kind {
+            EventKind::Socket => "socket ",
+            EventKind::SocketClosed => "socket-closed ",
+        };
+        assert!(line.starts_with(want), "{line}");
+        at
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    Row {
+        source,
+        consumer: "binary stdout",
+        interval,
+        appear,
+        close,
+    }
+}
+
+fn through_library(
+    source: &'static str,
+    choice: SourceChoice,
+    interval: Duration,
+    n: usize,
+) -> Row {
+    let (send, events) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let watcher = thread::spawn(move || {
+        let mut watcher = Watcher::open(&Options {
+            source: choice,
+            tables: Table::ALL.to_vec(),
+            pushed: true,
+            processes: false,
+            proc_root: "/proc".into(),
+            announce: false,
+            verbose: false,
+        })
+        .unwrap();
+        let mut first = true;
+        watcher
+            .run(interval, None, |changes, _| {
+                let now = Instant::now();
+                if !std::mem::take(&mut first) {
+                    for change in changes {
+                        let _ = send.send((change.kind, now));
+                    }
+                }
+                Ok(if stopping.load(Ordering::Relaxed) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            })
+            .unwrap();
+    });
+    thread::sleep(interval * 3 + Duration::from_millis(200));
+    let (appear, close) = trials(n, interval, |kind| {
+        let (got, at) = events
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an event");
+        assert_eq!(got, kind);
+        at
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _last = TcpListener::bind("127.0.0.1:29999").unwrap(); // one more change ends the loop
+    watcher.join().unwrap();
+    Row {
+        source,
+        consumer: "library callback",
+        interval,
+        appear,
+        close,
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and `cargo bench -- --list` probe
+    }
+    let n: usize = std::env::var("TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(200);
+    let _lab = lab::Lab::new(0, 0);
+    eprintln!(
+        "a quiet namespace: /proc/net/tcp is {} bytes",
+        lab::proc_net_tcp_size()
+    );
+    let mut rows = Vec::new();
+    for interval in [50, 20, 100].map(Duration::from_millis) {
+        for (source, choice) in [
+            ("netlink", SourceChoice::Netlink),
+            ("proc", SourceChoice::Proc),
+        ] {
+            rows.push(through_library(source, choice, interval, n));
+            rows.push(through_binary(source, interval, n));
+        }
+    }
+    println!("{n} trials per row; milliseconds");
+    println!("| source | consumer | interval | appear p50 | p99 | max | close p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for mut row in rows {
+        println!(
+            "| {} | {} | {} ms | {} | {} |",
+            row.source,
+            row.consumer,
+            row.interval.as_millis(),
+            summary(&mut row.appear),
+            summary(&mut row.close)
+        );
+    }
+}
