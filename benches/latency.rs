@@ -192,6 +192,11 @@ fn main() {
         "a quiet namespace: /proc/net/tcp is {} bytes",
         lab::proc_net_tcp_size()
     );
+    assert_eq!(
+        lab::procfs_listening(),
+        1,
+        "only the lab's own sink listens"
+    );
     let mut rows = Vec::new();
     for interval in [50, 20, 100].map(Duration::from_millis) {
         for (source, choice) in [

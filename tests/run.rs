@@ -209,14 +209,25 @@ time.sleep(60)
         let fields = &stat[stat.rfind(')').unwrap() + 2..];
         fields.split(' ').nth(1).unwrap().parse().unwrap()
     };
-    // The middle process exits right after forking the daemon.
+    // The first two processes exit right after forking; until the first
+    // has, it is still the main process and the signal would be its.
+    let sockwatch = run.child.id();
+    let children = || {
+        fs::read_to_string(format!("/proc/{sockwatch}/task/{sockwatch}/children"))
+            .unwrap_or_default()
+    };
     let deadline = std::time::Instant::now() + PROMPTLY;
-    while parent() != run.child.id() && std::time::Instant::now() < deadline {
+    while children().trim() != daemon_pid.to_string() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(
+        children().trim(),
+        daemon_pid.to_string(),
+        "only the daemon is left"
+    );
+    assert_eq!(
         parent(),
-        run.child.id(),
+        sockwatch,
         "the daemon was reparented to sockwatch (subreaper)"
     );
     let status = run.signal(libc::SIGTERM);

@@ -8,7 +8,6 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -23,69 +22,7 @@ pub const PROMPTLY: Duration = Duration::from_secs(10);
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_sockwatch");
 
-/// The calling thread's own network namespace, with `lo` up.
-pub struct Netns;
-
-impl Netns {
-    /// Moves the calling thread into a new network namespace (and, when not
-    /// root, a new user namespace that maps us to root in it).
-    pub fn enter() -> Netns {
-        // SAFETY: geteuid has no preconditions.
-        let root = unsafe { libc::geteuid() } == 0;
-        let flags = if root {
-            libc::CLONE_NEWNET
-        } else {
-            libc::CLONE_NEWUSER | libc::CLONE_NEWNET
-        };
-        // SAFETY: unshare takes flags only.
-        if unsafe { libc::unshare(flags) } != 0 {
-            panic!(
-                "cannot make a network namespace for this test ({}); run the tests as root or \
-                 enable unprivileged user namespaces",
-                std::io::Error::last_os_error()
-            );
-        }
-        if !root {
-            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-            let _ = std::fs::write("/proc/thread-self/setgroups", "deny");
-            std::fs::write("/proc/thread-self/uid_map", format!("0 {uid} 1")).expect("uid_map");
-            std::fs::write("/proc/thread-self/gid_map", format!("0 {gid} 1")).expect("gid_map");
-        }
-        bring_loopback_up();
-        Netns
-    }
-}
-
-/// `ip link set lo up`, without needing the ip command.
-fn bring_loopback_up() {
-    let socket = UdpSocket::bind("0.0.0.0:0").ok();
-    let fd = match &socket {
-        Some(s) => s.as_raw_fd(),
-        // Without lo up, even binding may fail; use a raw socket then.
-        None => unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) },
-    };
-    // SAFETY: ifreq is plain data; the ioctls read and write within it.
-    unsafe {
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo\0".iter().enumerate() {
-            ifr.ifr_name[i] = *b as libc::c_char;
-        }
-        assert_eq!(
-            libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr),
-            0,
-            "SIOCGIFFLAGS lo"
-        );
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        assert_eq!(
-            libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut ifr),
-            0,
-            "SIOCSIFFLAGS lo"
-        );
-    }
-    if socket.is_none() {
-        unsafe { libc::close(fd) };
-    }
-}
+pub use crate::netns::Netns;
 
 fn addr(text: &str) -> SocketAddr {
     text.parse()
@@ -207,12 +144,7 @@ pub fn command(source: &str, args: &[&str]) -> Command {
 
 /// Runs a command to completion within `deadline`, killing it otherwise.
 pub fn finish(mut command: Command, deadline: Duration) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sockwatch");
+    let mut child = spawn_piped(&mut command);
     let stdout = drain(child.stdout.take().unwrap());
     let stderr = drain(child.stderr.take().unwrap());
     let status = wait_deadline(&mut child, deadline);
@@ -226,6 +158,16 @@ pub fn finish(mut command: Command, deadline: Duration) -> Output {
 /// Runs `sockwatch --source SOURCE ARGS...` to completion.
 pub fn run(source: &str, args: &[&str]) -> Output {
     finish(command(source, args), PROMPTLY)
+}
+
+/// Starts `command` with no stdin and stdout and stderr to read.
+fn spawn_piped(command: &mut Command) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sockwatch")
 }
 
 fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
@@ -297,12 +239,7 @@ impl Running {
     }
 
     pub fn spawn(mut command: Command) -> Running {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sockwatch");
+        let mut child = spawn_piped(&mut command);
         Running {
             lines: line_by_line(child.stdout.take().unwrap()),
             stderr: line_by_line(child.stderr.take().unwrap()),
@@ -357,7 +294,18 @@ impl Running {
     pub fn signal(&mut self, signal: i32) -> ExitStatus {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-        wait_deadline(&mut self.child, PROMPTLY)
+        let until = Instant::now() + PROMPTLY;
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        panic!(
+            "sockwatch did not exit within {PROMPTLY:?} of signal {signal}; stderr:\n{}",
+            stderr.join("\n")
+        );
     }
 
     /// Waits for the process to exit; returns its status and stderr.

@@ -1,6 +1,7 @@
 //! The integration tests: the real `sockwatch` binary against real sockets,
 //! each test in a network namespace of its own (see `support`).
 
+mod netns;
 mod support;
 
 mod conditions;

@@ -12,6 +12,9 @@ use std::time::Instant;
 
 use socket2::{Domain, Socket, Type};
 
+#[path = "../../tests/netns.rs"]
+mod netns;
+
 /// Where the background connections go (clients come from 127.0.0.2, so
 /// their explicit ports never clash with the listeners on 127.0.0.1).
 const SINK: &str = "127.0.0.1:7999";
@@ -26,25 +29,7 @@ pub struct Lab {
 /// later) into a new network namespace with `lo` up, where loopback does
 /// not recycle TIME_WAIT sockets early.
 fn enter_fresh_netns() {
-    // SAFETY: unshare takes flags only.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        panic!(
-            "cannot make a network namespace ({}): run the benchmarks as root",
-            std::io::Error::last_os_error()
-        );
-    }
-    // SAFETY: ifreq is plain data; the ioctls stay within it.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo\0".iter().enumerate() {
-            ifr.ifr_name[i] = *b as libc::c_char;
-        }
-        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr), 0);
-        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut ifr), 0);
-        libc::close(fd);
-    }
+    netns::Netns::enter();
     fs::write("/proc/sys/net/ipv4/tcp_tw_reuse", "0").unwrap();
 }
 
@@ -86,4 +71,15 @@ impl Lab {
 /// Bytes in `/proc/net/tcp` now: what a full read costs the kernel.
 pub fn proc_net_tcp_size() -> usize {
     fs::read("/proc/self/net/tcp").map(|b| b.len()).unwrap_or(0)
+}
+
+/// What naive tools do: read and parse /proc/net/tcp and tcp6 in full (the
+/// procfs crate), and count the listeners.
+pub fn procfs_listening() -> usize {
+    procfs::net::tcp()
+        .unwrap()
+        .into_iter()
+        .chain(procfs::net::tcp6().unwrap())
+        .filter(|e| e.state == procfs::net::TcpState::Listen)
+        .count()
 }
