@@ -83,6 +83,11 @@ struct Tree {
     main: Option<u32>,
     /// The status of the last main process that exited.
     status: Option<u8>,
+    /// A stop request (SIGTERM, SIGINT, SIGQUIT) already forwarded: it is
+    /// forwarded again to every newly elected main process, so that asking
+    /// a service to stop while its launcher is still on its way out reaches
+    /// the daemon too.
+    stopping: Option<i32>,
 }
 
 impl Tree {
@@ -138,6 +143,10 @@ impl Tree {
                 .any(|inode| ready_inodes.contains(inode))
         });
         self.main = owning.or(children.first()).map(|&(_, pid)| pid);
+        if let (Some(main), Some(signal)) = (self.main, self.stopping) {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(main as libc::pid_t, signal) };
+        }
     }
 
     /// Sends `signal` to every member.
@@ -293,6 +302,7 @@ pub fn run_service(options: RunOptions, mut watcher: Watcher) -> anyhow::Result<
         me: std::process::id(),
         main: Some(child),
         status: None,
+        stopping: None,
     };
     let program = options.command[0].to_string_lossy().into_owned();
     let started = Instant::now();
@@ -358,6 +368,9 @@ pub fn run_service(options: RunOptions, mut watcher: Watcher) -> anyhow::Result<
             } else {
                 if tree.main.is_none() {
                     tree.elect_main(&ready_inodes);
+                }
+                if matches!(signal, SIGTERM | SIGINT | SIGQUIT) {
+                    tree.stopping = Some(signal);
                 }
                 if let Some(main) = tree.main {
                     if options.verbose {

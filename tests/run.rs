@@ -240,6 +240,34 @@ time.sleep(60)
 }
 
 #[test]
+fn a_stop_request_reaches_the_daemon_even_while_its_launcher_exits() {
+    let _ns = Netns::enter();
+    let dir = scratch("daemon-stop");
+    let path = dir.join("notify");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let daemon = r#"
+import os, signal, socket, sys, time
+if os.fork():
+    time.sleep(1)  # a slow launcher: still alive when the stop comes
+    sys.exit(0)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
+s = socket.socket(); s.bind(("127.0.0.1", 632)); s.listen()
+time.sleep(60)
+"#;
+    let service = vec!["python3".to_string(), "-c".to_string(), daemon.to_string()];
+    let mut run = Running::spawn(run_command(
+        &["--ready-on", "socket PORT=632", "--interval", "20ms"],
+        &service,
+        Some(path.to_str().unwrap()),
+    ));
+    receive(&socket);
+    // The launcher is still the main process: it gets SIGTERM and dies of
+    // it; the daemon, elected next, gets it too, and its status is ours.
+    let status = run.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(3), "{status}");
+}
+
+#[test]
 fn fd_notification_writes_a_newline_and_closes() {
     let _ns = Netns::enter();
     let dir = scratch("fd");
