@@ -48,6 +48,14 @@ pub struct Facts<'a> {
 }
 
 impl Facts<'_> {
+    /// The IPv4 address of an IPv4-mapped IPv6 listener.
+    fn mapped_v4(&self) -> Option<std::net::Ipv4Addr> {
+        match self.endpoint.addr {
+            IpAddr::V6(v6) if !v6.is_unspecified() => v6.to_ipv4_mapped(),
+            _ => None,
+        }
+    }
+
     /// A `::` listener that also accepts IPv4.
     fn dual_stack(&self) -> bool {
         self.endpoint.family() == Family::Inet6
@@ -146,20 +154,29 @@ impl Term {
     }
 
     /// Reachability: what a client addressing the term's value would reach.
+    /// An IPv4-mapped listener (`::ffff:127.0.0.1`, what Java binds on a
+    /// dual-stack host) takes IPv4 clients of that address only.
     fn reaches(&self, facts: &Facts<'_>) -> bool {
         let endpoint = facts.endpoint;
+        let mapped = facts.mapped_v4();
         match (&self.key, &self.pattern) {
             (Key::Proto, pattern) => {
-                facts.dual_stack() && pattern.matches_text(Family::Inet.as_str())
+                (facts.dual_stack() || mapped.is_some())
+                    && pattern.matches_text(Family::Inet.as_str())
             }
             (Key::Addr, Pattern::Ip(ip)) => {
                 (endpoint.is_wildcard() && Family::of(ip) == endpoint.family())
                     || (facts.dual_stack() && ip.is_ipv4())
+                    || mapped.is_some_and(|v4| *ip == IpAddr::V4(v4))
             }
             (Key::Addr, Pattern::Net(net)) => {
                 let net_family = Family::of(&net.addr());
                 (endpoint.is_wildcard() && net_family == endpoint.family())
                     || (facts.dual_stack() && net_family == Family::Inet)
+                    || mapped.is_some_and(|v4| net.contains(&IpAddr::V4(v4)))
+            }
+            (Key::Addr, Pattern::Glob(glob)) => {
+                mapped.is_some_and(|v4| glob::matches(glob, &v4.to_string()))
             }
             _ => false,
         }
@@ -398,6 +415,19 @@ mod tests {
         assert!(holds("socket ADDR=::1", &v6only));
         let lo6 = endpoint(Transport::Tcp, "::1", 3000);
         assert!(!holds("socket PROTO=inet", &[facts(&lo6, Some(false))]));
+    }
+
+    #[test]
+    fn v4_mapped_listener_satisfies_its_ipv4_address() {
+        let mapped = endpoint(Transport::Tcp, "::ffff:127.0.0.1", 7000);
+        let all = [facts(&mapped, Some(false))];
+        assert!(holds("socket PROTO=inet PORT=7000", &all));
+        assert!(holds("socket ADDR=127.0.0.1", &all));
+        assert!(holds("socket inet 7000 127.0.0.0/8", &all));
+        assert!(holds("socket ADDR=127.*", &all));
+        assert!(holds("socket PROTO=inet6 ADDR=::ffff:127.0.0.1", &all));
+        assert!(!holds("socket ADDR=127.0.0.2", &all));
+        assert!(!holds("socket ADDR=10.0.0.0/8", &all));
     }
 
     #[test]

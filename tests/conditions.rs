@@ -75,7 +75,7 @@ fn dangling_operator() {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for command in ["list", "watch", "wait"] {
+    for command in ["list", "watch", "wait", "run"] {
         let out = run("netlink", &[command, "--help"]);
         assert_eq!(out.code(), 0, "{out}");
         assert!(out.stdout.contains("Examples:"), "{command}: {out}");

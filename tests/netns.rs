@@ -19,11 +19,19 @@ impl Netns {
         };
         // SAFETY: unshare takes flags only.
         if unsafe { libc::unshare(flags) } != 0 {
-            panic!(
-                "cannot make a network namespace for this test ({}); run the tests as root or \
-                 enable unprivileged user namespaces",
-                std::io::Error::last_os_error()
-            );
+            let error = std::io::Error::last_os_error();
+            let hint = if root {
+                "root without CAP_SYS_ADMIN? run with it"
+            } else if error.raw_os_error() == Some(libc::EINVAL) {
+                // unshare(2) refuses CLONE_NEWUSER to a process with threads.
+                "a process with threads cannot enter a user namespace: enter one before \
+                 starting any (tests/support.rs does, at load time, and says on stderr why \
+                 it could not), or run as root"
+            } else {
+                "run as root or allow unprivileged user namespaces \
+                 (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)"
+            };
+            panic!("cannot make a network namespace for this test: unshare: {error}; {hint}");
         }
         if !root {
             let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

@@ -7,8 +7,10 @@
 //! fresh namespace has no sockets but the ones the test makes.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -23,6 +25,87 @@ pub const PROMPTLY: Duration = Duration::from_secs(10);
 pub const BIN: &str = env!("CARGO_BIN_EXE_sockwatch");
 
 pub use crate::netns::Netns;
+
+/// Tests run by a user other than root still get network namespaces of
+/// their own, inside a user namespace where that user is root. A process
+/// may enter a new user namespace only while it has a single thread
+/// (unshare(2): EINVAL otherwise), and libtest runs every test on a thread
+/// of its own, so this runs at load time, before `main`, as the `ctor`
+/// crate would (without the dependency). [`Netns::enter`] then sees euid 0
+/// and makes a network namespace per test.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ENTER_USER_NAMESPACE: extern "C" fn() = enter_user_namespace;
+
+/// Whether [`enter_user_namespace`] moved us into a user namespace: root
+/// here is then only root over our own namespaces.
+static IN_OWN_USER_NAMESPACE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn enter_user_namespace() {
+    // SAFETY: getters without preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        return;
+    }
+    // SAFETY: unshare takes flags only; the process has one thread yet.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        eprintln!(
+            "sockwatch tests: cannot enter a user namespace as uid {uid} ({}): every test that \
+             needs a network namespace will fail; run as root or allow unprivileged user \
+             namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone)",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let _ = std::fs::write("/proc/self/setgroups", "deny");
+    let maps = std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))
+        .and_then(|()| std::fs::write("/proc/self/gid_map", format!("0 {gid} 1")));
+    match maps {
+        Ok(()) => IN_OWN_USER_NAMESPACE.store(true, Ordering::Relaxed),
+        Err(e) => eprintln!("sockwatch tests: cannot map uid {uid} in a user namespace: {e}"),
+    }
+}
+
+/// Makes `command` run as an ordinary user, without privilege over the
+/// test's network namespace: nobody (65534) when the tests run as root;
+/// in the tests' own user namespace (see [`ENTER_USER_NAMESPACE`]), where
+/// only our uid is mapped, root without any capability (SECBIT_NOROOT: an
+/// exec grants none).
+pub fn as_ordinary_user(command: &mut Command) {
+    if !IN_OWN_USER_NAMESPACE.load(Ordering::Relaxed) {
+        command.uid(65534).gid(65534);
+        return;
+    }
+    // SAFETY: between fork and exec the closure only makes one prctl call.
+    unsafe {
+        command.pre_exec(|| {
+            let bits = (libc::SECBIT_NOROOT | libc::SECBIT_NOROOT_LOCKED) as libc::c_ulong;
+            if libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Asserts that process `pid` has no effective capability (and, when the
+/// tests run as root, is not root).
+#[track_caller]
+pub fn assert_unprivileged(pid: u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    if !IN_OWN_USER_NAMESPACE.load(Ordering::Relaxed) {
+        assert!(field("Uid:").starts_with("65534"), "{status}");
+    }
+}
 
 fn addr(text: &str) -> SocketAddr {
     text.parse()
@@ -81,18 +164,30 @@ pub fn udp_connected(local: &str, peer: &str) -> Socket {
 }
 
 /// A UDP client that sent a datagram without binding: the kernel picked
-/// its port.
-pub fn udp_auto_bound(peer: &str) -> UdpSocket {
+/// its port (and its address stays the wildcard).
+pub fn udp_auto_bound(peer: &str) -> Socket {
     let peer = addr(peer);
-    let any = if peer.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
-    let socket = std::net::UdpSocket::bind(any).unwrap();
-    // bind(…:0) would also be auto-bound; send to be sure the port is set.
-    socket.send_to(b"x", peer).unwrap();
+    let socket = Socket::new(Domain::for_address(peer), Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    socket.send_to(b"x", &peer.into()).unwrap();
     socket
+}
+
+/// A UDP client bound to port 0, as some libraries do before sending: the
+/// kernel picks the port, so it is auto-bound too.
+pub fn udp_bound_to_port_zero(local: &str) -> Socket {
+    let socket = Socket::new(
+        Domain::for_address(addr(local)),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .unwrap();
+    socket.bind(&addr(local).into()).unwrap();
+    socket
+}
+
+/// The port the kernel gave `socket`.
+pub fn local_port(socket: &Socket) -> u16 {
+    socket.local_addr().unwrap().as_socket().unwrap().port()
 }
 
 /// A TCP connection to `listener`'s address: the client and the accepted
@@ -244,6 +339,54 @@ impl Running {
             lines: line_by_line(child.stdout.take().unwrap()),
             stderr: line_by_line(child.stderr.take().unwrap()),
             child,
+        }
+    }
+
+    /// Spawns `sockwatch -v --source SOURCE ARGS...` and returns once it
+    /// has taken its first snapshot (it says so on stderr with `-v`), so
+    /// that whatever the test does next happens while it watches.
+    pub fn start_watching(source: &str, args: &[&str]) -> Running {
+        let mut command = Command::new(BIN);
+        command.args(["-v", "--source", source]).args(args);
+        let mut running = Running::spawn(command);
+        running.stderr_until("sockwatch: watching");
+        running
+    }
+
+    /// Skips stderr lines up to the first one containing `needle`, promptly.
+    #[track_caller]
+    pub fn stderr_until(&mut self, needle: &str) -> String {
+        let until = Instant::now() + PROMPTLY;
+        let mut seen = Vec::new();
+        loop {
+            match self
+                .stderr
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(e) => panic!(
+                    "no line with {needle:?} on stderr within {PROMPTLY:?} ({e}); saw:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Asserts that the process is still running after `quiet` (a bounded
+    /// wait, used only to show that it did *not* end).
+    #[track_caller]
+    pub fn still_running_after(&mut self, quiet: Duration) {
+        let until = Instant::now() + quiet;
+        while Instant::now() < until {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stderr: Vec<String> = self.stderr.try_iter().collect();
+                panic!(
+                    "sockwatch ended early ({status}); stderr:\n{}",
+                    stderr.join("\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
         }
     }
 

@@ -417,6 +417,16 @@ fn port_pattern(value: &str) -> Result<Pattern, String> {
     }
 }
 
+/// Dotted digits, or hex digits with colons: what only an address is.
+fn looks_like_an_address(text: &str) -> bool {
+    let dotted = text.contains('.') && text.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let colons = text.contains(':')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+    dotted || colons
+}
+
 fn addr_pattern(value: &str) -> Result<Pattern, String> {
     let bare = value
         .strip_prefix('[')
@@ -427,11 +437,16 @@ fn addr_pattern(value: &str) -> Result<Pattern, String> {
             format!("invalid ADDR block '{value}' (expected CIDR such as 10.0.0.0/8)")
         });
     }
-    Ok(match bare.parse::<IpAddr>() {
-        Ok(ip) => Pattern::Ip(ip),
-        // A host name or other text: matched as a plain word.
-        Err(_) => Pattern::Glob(value.to_owned()),
-    })
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => Ok(Pattern::Ip(ip)),
+        // Shaped like an address but not one (`300.1.1.1`, `fe80:::1`): a
+        // typo that would otherwise match nothing, and a wait that never ends.
+        Err(_) if looks_like_an_address(bare) => Err(format!(
+            "invalid ADDR '{value}' (expected an IPv4 or IPv6 address, a CIDR block or a glob)"
+        )),
+        // Other text: matched as a plain word.
+        Err(_) => Ok(Pattern::Glob(value.to_owned())),
+    }
 }
 
 #[cfg(test)]
@@ -491,7 +506,7 @@ mod tests {
 
     #[test]
     fn errors_point_at_the_problem() {
-        let cases: [(&str, usize, &str); 21] = [
+        let cases: [(&str, usize, &str); 23] = [
             ("", 1, "expected 'socket' or '(', found the end"),
             (
                 "sockt PORT=80",
@@ -556,6 +571,8 @@ mod tests {
             ),
             ("socket inet 80 ::1 tcp x", 24, "too many positional values"),
             ("socket ADDR=10.0.0.1/40", 13, "invalid ADDR block"),
+            ("socket ADDR=300.1.1.1", 13, "invalid ADDR '300.1.1.1'"),
+            ("socket ADDR=fe80:::1", 13, "invalid ADDR 'fe80:::1'"),
             ("ready socket", 7, "expected 'on' after 'ready'"),
         ];
         for (text, column, message) in cases {
