@@ -309,13 +309,16 @@ pub fn run_service(options: RunOptions, mut watcher: Watcher) -> anyhow::Result<
     let deadline = options.timeout.map(|t| started + t);
     let mut ready_inodes = HashSet::new();
     let mut ready = false;
-    let mut stopping: Option<Instant> = None; // SIGKILL time after a timeout
+    // After --timeout ran out: the tree has had SIGTERM, and SIGKILL is due
+    // at `kill_at` (None once sent).
+    let mut timed_out = false;
+    let mut kill_at: Option<Instant> = None;
     let mut events = Events::with_capacity(8);
     let mut next_check = started;
 
     loop {
-        let now = Instant::now();
-        if !ready && stopping.is_none() && now >= next_check {
+        let looking = !ready && !timed_out;
+        if looking && Instant::now() >= next_check {
             if let Some((status, inodes)) =
                 check_ready(&mut watcher, &tree, options.ready_on.as_ref())?
             {
@@ -330,31 +333,29 @@ pub fn run_service(options: RunOptions, mut watcher: Watcher) -> anyhow::Result<
             }
             next_check = Instant::now() + options.interval;
         }
-        if !ready && stopping.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
+        if !ready && !timed_out && deadline.is_some_and(|d| Instant::now() >= d) {
             eprintln!(
                 "sockwatch: '{program}' not ready after {}; stopping it",
                 humantime::format_duration(options.timeout.unwrap_or_default())
             );
             tree.signal_all(SIGTERM);
-            stopping = Some(Instant::now() + options.grace);
+            timed_out = true;
+            kill_at = Some(Instant::now() + options.grace);
         }
-        if let Some(kill_at) = stopping {
-            if Instant::now() >= kill_at {
-                tree.signal_all(SIGKILL);
-            }
+        if kill_at.is_some_and(|at| Instant::now() >= at) {
+            tree.signal_all(SIGKILL);
+            kill_at = None;
         }
 
-        let mut wake = None::<Instant>;
-        for t in [
-            (!ready && stopping.is_none()).then_some(next_check),
-            stopping,
-            deadline.filter(|_| !ready && stopping.is_none()),
+        let looking = !ready && !timed_out;
+        let wake = [
+            looking.then_some(next_check),
+            kill_at,
+            deadline.filter(|_| looking),
         ]
         .into_iter()
         .flatten()
-        {
-            wake = Some(wake.map_or(t, |w| w.min(t)));
-        }
+        .min();
         let timeout = wake.map(|w| w.saturating_duration_since(Instant::now()));
         match poll.poll(&mut events, timeout) {
             Ok(()) => {}
@@ -383,7 +384,7 @@ pub fn run_service(options: RunOptions, mut watcher: Watcher) -> anyhow::Result<
         }
         if child_exited && reap(&mut tree, &ready_inodes) {
             let status = tree.status.unwrap_or(exit::RUNTIME);
-            if stopping.is_some() {
+            if timed_out {
                 return Ok(ExitCode::from(exit::TIMEOUT));
             }
             if !ready {

@@ -368,6 +368,28 @@ fn exit_statuses() {
 }
 
 #[test]
+fn a_timeout_kills_a_service_that_ignores_sigterm() {
+    let _ns = Netns::enter();
+    // Ignored signals stay ignored across exec: sleep ignores it too.
+    let stubborn = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        "trap '' TERM; sleep 60".to_string(),
+    ];
+    let started = std::time::Instant::now();
+    let out = finish(
+        run_command(&["--notify", "none", "--timeout", "300ms"], &stubborn, None),
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code(), 124, "{out}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(5),
+        "SIGKILL comes after the 5 s grace: {took:?}\n{out}"
+    );
+}
+
+#[test]
 fn processes_names_our_own_process() {
     let _ns = Netns::enter();
     let _web = tcp("127.0.0.1:8080");
