@@ -205,6 +205,9 @@ fn check_ready(
 ) -> anyhow::Result<Option<(String, HashSet<u64>)>> {
     let mut events = Vec::new();
     watcher.poll(&mut events)?;
+    if !watcher.complete() {
+        return Ok(None);
+    }
     let snapshot = watcher.snapshot();
     let all = snapshot.all_facts();
     let could_hold = match ready_on {

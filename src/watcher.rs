@@ -190,6 +190,12 @@ pub struct Watcher {
     routes: Vec<(Table, usize)>,
     /// The source that takes over tables whose source is unavailable.
     fallback: Option<usize>,
+    /// Whether each route's table has been read once: until all have, the
+    /// snapshot is partial and must not be taken for the truth (a `wait
+    /// --gone` would see sockets "gone" that were never read).
+    read_once: Vec<bool>,
+    /// The last transient failure, to explain a partial snapshot.
+    last_failure: Option<String>,
     snapshot: Snapshot,
     /// Socket cookie to endpoint, to match pushed close events.
     cookies: HashMap<u64, Endpoint>,
@@ -275,6 +281,8 @@ impl Watcher {
         verbose: bool,
     ) -> Watcher {
         Watcher {
+            read_once: vec![false; routes.len()],
+            last_failure: None,
             sources,
             routes,
             fallback,
@@ -308,6 +316,17 @@ impl Watcher {
         }
     }
 
+    /// Whether every watched table has been read at least once, so that the
+    /// snapshot is the whole truth (later failures keep what was read).
+    pub fn complete(&self) -> bool {
+        self.read_once.iter().all(|&read| read)
+    }
+
+    /// Why the snapshot is not complete yet.
+    pub fn last_failure(&self) -> Option<&str> {
+        self.last_failure.as_deref()
+    }
+
     /// The current endpoints.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
@@ -331,7 +350,10 @@ impl Watcher {
             let (table, source) = self.routes[i];
             self.scratch.clear();
             match self.sources[source].dump(table, &mut self.scratch) {
-                Ok(()) => changed |= self.apply_table(table, now, events),
+                Ok(()) => {
+                    self.read_once[i] = true;
+                    changed |= self.apply_table(table, now, events);
+                }
                 Err(e @ SourceError::Unavailable { .. }) => match self.fallback {
                     Some(fallback) if fallback != source => {
                         if self.announce {
@@ -350,6 +372,7 @@ impl Watcher {
                     if self.verbose {
                         eprintln!("sockwatch: {e}; keeping what was known of {table}");
                     }
+                    self.last_failure = Some(e.to_string());
                 }
             }
             i += 1;
@@ -531,9 +554,10 @@ impl Watcher {
     /// Polls every `interval` and reads pushed events until `on_change` breaks,
     /// a signal arrives or `deadline` passes.
     ///
-    /// `on_change` is called once after the first poll (even with no events,
-    /// so that a condition that already holds is seen at once), then after
-    /// every poll or push that changed something.
+    /// `on_change` is called once every table has been read (even with no
+    /// events, so that a condition that already holds is seen at once; the
+    /// events of the polls until then come together), then after every poll
+    /// or push that changed something.
     pub fn run(
         &mut self,
         interval: Duration,
@@ -567,7 +591,8 @@ impl Watcher {
                 self.snapshot.len()
             );
         }
-        if on_change(&changes, &self.snapshot)?.is_break() {
+        let mut reported = self.complete();
+        if reported && on_change(&changes, &self.snapshot)?.is_break() {
             return Ok(Stop::Done);
         }
         let mut next_poll = Instant::now() + interval;
@@ -583,7 +608,9 @@ impl Watcher {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("event loop failed"),
             }
-            changes.clear();
+            if reported {
+                changes.clear();
+            }
             for event in ready.iter() {
                 match event.token() {
                     SIGNALS => {
@@ -598,7 +625,16 @@ impl Watcher {
                 self.poll(&mut changes)?;
                 next_poll = Instant::now() + interval;
             }
-            if !changes.is_empty() && on_change(&changes, &self.snapshot)?.is_break() {
+            if !reported {
+                // Still waiting for a first complete snapshot.
+                if !self.complete() {
+                    continue;
+                }
+                reported = true;
+                if on_change(&changes, &self.snapshot)?.is_break() {
+                    return Ok(Stop::Done);
+                }
+            } else if !changes.is_empty() && on_change(&changes, &self.snapshot)?.is_break() {
                 return Ok(Stop::Done);
             }
         }
@@ -719,6 +755,25 @@ mod tests {
         );
         assert_eq!(watcher.snapshot().len(), 1);
         assert_eq!(poll(&mut watcher), ["socket-closed 80"], "a real answer");
+    }
+
+    #[test]
+    fn a_table_never_read_leaves_the_snapshot_incomplete() {
+        let netlink = SourceKind::Netlink;
+        let source = scripted(
+            netlink,
+            vec![Err(error(false)), Ok(vec![socket(80, 1, netlink)])],
+            vec![],
+        );
+        let mut watcher = Watcher::with_sources(vec![source], vec![(TCP4, 0)], None, false, false);
+        assert_eq!(poll(&mut watcher), Vec::<String>::new());
+        assert!(
+            !watcher.complete(),
+            "nothing read yet: not 'nothing listens'"
+        );
+        assert!(watcher.last_failure().unwrap().contains("dump"));
+        assert_eq!(poll(&mut watcher), ["socket 80"]);
+        assert!(watcher.complete());
     }
 
     #[test]
