@@ -41,10 +41,25 @@ pub struct Facts<'a> {
     pub endpoint: &'a Endpoint,
     /// `IPV6_V6ONLY`, already resolved by the caller (`None` for IPv4).
     pub v6only: Option<bool>,
-    /// The process holding it, when known.
-    pub pid: Option<u32>,
-    /// That process's command name, when known.
-    pub comm: Option<&'a str>,
+    /// What is known of the process holding it.
+    pub owner: OwnerFact<'a>,
+}
+
+/// What is known of the process behind an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerFact<'a> {
+    /// Not looked up, or no visible process holds it: PID and COMM are
+    /// absent.
+    Absent,
+    /// The process holding it.
+    Known {
+        /// Its pid.
+        pid: u32,
+        /// Its command name.
+        comm: &'a str,
+    },
+    /// It could not be seen (another user's process): unknown, not absent.
+    Unknown,
 }
 
 impl Facts<'_> {
@@ -192,8 +207,14 @@ fn field(key: Key, facts: &Facts<'_>) -> Option<String> {
         Key::Addr => endpoint.addr.to_string(),
         Key::Transport => endpoint.transport.as_str().to_owned(),
         Key::V6only => u8::from(facts.v6only?).to_string(),
-        Key::Pid => facts.pid?.to_string(),
-        Key::Comm => facts.comm?.to_owned(),
+        Key::Pid => match facts.owner {
+            OwnerFact::Known { pid, .. } => pid.to_string(),
+            _ => return None,
+        },
+        Key::Comm => match facts.owner {
+            OwnerFact::Known { comm, .. } => comm.to_owned(),
+            _ => return None,
+        },
     })
 }
 
@@ -330,8 +351,7 @@ mod tests {
         Facts {
             endpoint,
             v6only,
-            pid: None,
-            comm: None,
+            owner: OwnerFact::Absent,
         }
     }
 
@@ -368,8 +388,10 @@ mod tests {
         assert!(!holds("socket COMM!=nginx", &all), "COMM unknown");
         assert!(!holds("socket V6ONLY!=1", &all), "no v6only for IPv4");
         let with_comm = [Facts {
-            comm: Some("my server"),
-            pid: Some(42),
+            owner: OwnerFact::Known {
+                pid: 42,
+                comm: "my server",
+            },
             ..facts(&e, None)
         }];
         assert!(holds("socket COMM!=nginx", &with_comm));

@@ -12,8 +12,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::endpoint::Endpoint;
-use crate::process::Owner;
-use crate::watcher::Listener;
+use crate::snapshot::Listener;
 
 /// Whether an endpoint appeared or went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,13 +40,11 @@ pub struct Event {
     pub kind: EventKind,
     /// Where.
     pub endpoint: Endpoint,
-    /// The sockets behind it: the current ones, or for `socket-closed` the
-    /// last ones known.
+    /// The sockets behind it and who holds them: the current ones, or for
+    /// `socket-closed` the last ones known.
     pub listener: Listener,
     /// When sockwatch noticed.
     pub time: SystemTime,
-    /// The process holding the endpoint's sockets, with `--processes`.
-    pub owner: Option<Owner>,
 }
 
 /// How events are written.
@@ -79,6 +76,16 @@ struct JsonEvent {
 }
 
 impl Event {
+    /// An event about `endpoint`, with its listener as it is now.
+    pub fn new(kind: EventKind, endpoint: Endpoint, listener: Listener, time: SystemTime) -> Event {
+        Event {
+            kind,
+            endpoint,
+            listener,
+            time,
+        }
+    }
+
     /// Writes the event as one line and flushes, so that a reader on a pipe
     /// sees it at once.
     pub fn write(&self, format: Format, out: &mut impl Write) -> io::Result<()> {
@@ -104,8 +111,8 @@ impl Event {
             inodes: self.listener.inodes().collect(),
             source: self.listener.source().as_str(),
             time: humantime::format_rfc3339_millis(self.time).to_string(),
-            pid: self.owner.as_ref().map(|o| o.pid),
-            comm: self.owner.as_ref().map(|o| o.comm.clone()),
+            pid: self.listener.owner().map(|o| o.pid),
+            comm: self.listener.owner().map(|o| o.comm.clone()),
         }
     }
 }
@@ -116,7 +123,7 @@ impl fmt::Display for Event {
         if let Some(v6only) = self.listener.v6only() {
             write!(f, " V6ONLY={}", u8::from(v6only))?;
         }
-        if let Some(owner) = &self.owner {
+        if let Some(owner) = self.listener.owner() {
             write!(f, " PID={} COMM={}", owner.pid, quoted(&owner.comm))?;
         }
         Ok(())

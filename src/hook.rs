@@ -87,7 +87,7 @@ pub fn environment(event: &Event) -> HookEnv {
     if let Some(v6only) = event.listener.v6only() {
         env.push(("V6ONLY", u8::from(v6only).to_string()));
     }
-    if let Some(owner) = &event.owner {
+    if let Some(owner) = event.listener.owner() {
         env.push(("PID", owner.pid.to_string()));
         env.push(("COMM", owner.comm.clone()));
     }
@@ -120,7 +120,7 @@ mod tests {
     use super::*;
     use crate::endpoint::{Endpoint, Socket, SourceKind, Transport};
     use crate::event::EventKind;
-    use crate::watcher::Listener;
+    use crate::snapshot::Listener;
     use std::time::SystemTime;
 
     #[test]
@@ -143,7 +143,6 @@ mod tests {
             endpoint,
             listener: Listener::from_sockets(vec![socket]),
             time: SystemTime::now(),
-            owner: None,
         };
         let mut hooks = Hooks::start(vec!["sleep".into(), "0.3".into()], 1);
         let started = std::time::Instant::now();

@@ -3,7 +3,7 @@
 //!
 //! The kernel's socket tables are read through a [`source::Source`]
 //! (sock_diag netlink, or /proc where netlink is unavailable), turned into a
-//! [`watcher::Snapshot`] of listening endpoints, and diffed into [`event::Event`]s
+//! [`snapshot::Snapshot`] of listening endpoints, and diffed into [`event::Event`]s
 //! that `list`, `watch` and `wait` print or test against a
 //! [`condition::Condition`].
 
@@ -16,5 +16,6 @@ pub mod hook;
 pub mod notify;
 pub mod process;
 pub mod run;
+pub mod snapshot;
 pub mod source;
 pub mod watcher;

@@ -62,38 +62,87 @@ fn stat_field(proc_root: &Path, pid: u32, n: usize) -> Option<u64> {
     after_name.split_whitespace().nth(n - 3)?.parse().ok()
 }
 
-/// The socket inodes `pid` holds open.
+/// What is known of the process behind an endpoint, once looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// The lowest-numbered process holding one of its sockets.
+    Found(Owner),
+    /// Not among the processes this user may look at, and some could not be
+    /// read (another user's): the owner is unknown, not absent.
+    Hidden,
+    /// Every process could be read and none holds it (a socket held only
+    /// by the kernel, or by a process of another pid namespace).
+    Nobody,
+}
+
+/// The socket inodes `pid` holds open; `Err` when its fd table cannot be
+/// read (another user's process: EACCES; gone meanwhile: ENOENT).
 pub fn socket_inodes(proc_root: &Path, pid: u32) -> Vec<u64> {
-    let Ok(dir) = fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
-        return Vec::new();
-    };
-    dir.filter_map(|entry| {
-        let link = fs::read_link(entry.ok()?.path()).ok()?;
-        let link = link.to_str()?;
-        link.strip_prefix("socket:[")?
-            .strip_suffix(']')?
-            .parse()
-            .ok()
-    })
-    .collect()
+    try_socket_inodes(proc_root, pid).unwrap_or_default()
+}
+
+fn try_socket_inodes(proc_root: &Path, pid: u32) -> std::io::Result<Vec<u64>> {
+    let dir = fs::read_dir(proc_root.join(pid.to_string()).join("fd"))?;
+    Ok(dir
+        .filter_map(|entry| {
+            let link = fs::read_link(entry.ok()?.path()).ok()?;
+            let link = link.to_str()?;
+            link.strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect())
+}
+
+/// The result of looking for the holders of some socket inodes.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// For each inode found, the lowest-numbered process holding it.
+    pub found: HashMap<u64, Owner>,
+    /// Processes whose fd table could not be read for lack of permission:
+    /// an inode not found may be held by one of them.
+    pub unreadable: usize,
+}
+
+impl Scan {
+    /// What is known of the holder of any of `inodes` (an endpoint's
+    /// sockets).
+    pub fn ownership(&self, mut inodes: impl Iterator<Item = u64>) -> Ownership {
+        match inodes.find_map(|inode| self.found.get(&inode)) {
+            Some(owner) => Ownership::Found(owner.clone()),
+            None if self.unreadable > 0 => Ownership::Hidden,
+            None => Ownership::Nobody,
+        }
+    }
 }
 
 /// For each wanted inode, the lowest-numbered process among `candidates`
-/// that holds it. Stops scanning once every inode is found.
-pub fn owners(proc_root: &Path, candidates: &[u32], wanted: &HashSet<u64>) -> HashMap<u64, Owner> {
-    let mut found = HashMap::new();
+/// that holds it, and how many processes could not be looked at. Stops
+/// scanning once every inode is found.
+pub fn owners(proc_root: &Path, candidates: &[u32], wanted: &HashSet<u64>) -> Scan {
+    let mut scan = Scan::default();
     for &pid in candidates {
-        if found.len() == wanted.len() {
+        if scan.found.len() == wanted.len() {
             break;
         }
-        for inode in socket_inodes(proc_root, pid) {
-            if wanted.contains(&inode) && !found.contains_key(&inode) {
+        let inodes = match try_socket_inodes(proc_root, pid) {
+            Ok(inodes) => inodes,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                scan.unreadable += 1;
+                continue;
+            }
+            // Exited meanwhile: it holds nothing any more.
+            Err(_) => continue,
+        };
+        for inode in inodes {
+            if wanted.contains(&inode) && !scan.found.contains_key(&inode) {
                 let comm = comm(proc_root, pid).unwrap_or_default();
-                found.insert(inode, Owner { pid, comm });
+                scan.found.insert(inode, Owner { pid, comm });
             }
         }
     }
-    found
+    scan
 }
 
 #[cfg(test)]
@@ -118,8 +167,9 @@ mod tests {
         assert!(pids(proc_root).contains(&me));
         assert!(socket_inodes(proc_root, me).contains(&inode));
         let wanted = HashSet::from([inode]);
-        let found = owners(proc_root, &[me], &wanted);
-        let owner = &found[&inode];
+        let scan = owners(proc_root, &[me], &wanted);
+        assert_eq!(scan.unreadable, 0);
+        let owner = &scan.found[&inode];
         assert_eq!(owner.pid, me);
         assert_eq!(Some(owner.comm.clone()), comm(proc_root, me));
         assert_eq!(

@@ -15,7 +15,7 @@
 //! The event loop is mio: a poll timer, the sources' pushed descriptors and
 //! SIGINT/SIGTERM through signal-hook-mio. No async runtime.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -27,105 +27,13 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::condition::Facts;
-use crate::endpoint::{Endpoint, Family, Socket, SourceKind, Table};
+use crate::endpoint::{Socket, SourceKind, Table};
 use crate::event::{Event, EventKind};
-use crate::process::{self, Owner};
+use crate::process::{self, Ownership};
+pub use crate::snapshot::{Listener, Snapshot};
 use crate::source::netlink::Netlink;
 use crate::source::proc::Proc;
 use crate::source::{Pushed, Source, SourceError};
-
-/// The sockets listening on one endpoint: never empty, sorted by inode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listener {
-    sockets: Vec<Socket>,
-}
-
-impl Listener {
-    /// A listener made of `sockets` (not empty), sorted by inode.
-    pub fn from_sockets(mut sockets: Vec<Socket>) -> Listener {
-        assert!(!sockets.is_empty(), "a listener has at least one socket");
-        sockets.sort_by_key(|s| s.inode);
-        Listener { sockets }
-    }
-
-    /// The sockets behind the endpoint.
-    pub fn sockets(&self) -> &[Socket] {
-        &self.sockets
-    }
-
-    /// Their inodes, ascending.
-    pub fn inodes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.sockets.iter().map(|s| s.inode)
-    }
-
-    /// The owner's uid (the lowest, should workers differ).
-    pub fn uid(&self) -> Option<u32> {
-        self.sockets.iter().map(|s| s.uid).min()
-    }
-
-    /// `IPV6_V6ONLY` when the source knows it.
-    pub fn v6only(&self) -> Option<bool> {
-        self.sockets.iter().find_map(|s| s.v6only)
-    }
-
-    /// The source that reported it.
-    pub fn source(&self) -> SourceKind {
-        self.sockets[0].source
-    }
-}
-
-/// The current set of listening endpoints.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    endpoints: BTreeMap<Endpoint, Listener>,
-    /// `net.ipv6.bindv6only`: the v6only of IPv6 sockets whose source does
-    /// not report it.
-    bindv6only: bool,
-    /// Who holds each endpoint's sockets, where asked and known.
-    owners: HashMap<Endpoint, Owner>,
-}
-
-impl Snapshot {
-    /// Endpoints in listing order (transport, family, port, address).
-    pub fn iter(&self) -> impl Iterator<Item = (&Endpoint, &Listener)> {
-        self.endpoints.iter()
-    }
-
-    /// How many endpoints listen.
-    pub fn len(&self) -> usize {
-        self.endpoints.len()
-    }
-
-    /// Whether nothing listens.
-    pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
-    }
-
-    /// What conditions are evaluated on: v6only resolved, falling back to the
-    /// system default where the source cannot tell.
-    pub fn facts<'a>(&'a self, endpoint: &'a Endpoint, listener: &Listener) -> Facts<'a> {
-        let v6only = match endpoint.family() {
-            Family::Inet => None,
-            Family::Inet6 => Some(listener.v6only().unwrap_or(self.bindv6only)),
-        };
-        let owner = self.owners.get(endpoint);
-        Facts {
-            endpoint,
-            v6only,
-            pid: owner.map(|o| o.pid),
-            comm: owner.map(|o| o.comm.as_str()),
-        }
-    }
-
-    /// Facts for every endpoint.
-    pub fn all_facts(&self) -> Vec<Facts<'_>> {
-        self.endpoints
-            .iter()
-            .map(|(endpoint, listener)| self.facts(endpoint, listener))
-            .collect()
-    }
-}
 
 /// Which source the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -197,8 +105,6 @@ pub struct Watcher {
     /// The last transient failure, to explain a partial snapshot.
     last_failure: Option<String>,
     snapshot: Snapshot,
-    /// Socket cookie to endpoint, to match pushed close events.
-    cookies: HashMap<u64, Endpoint>,
     /// Reused dump buffer.
     scratch: Vec<Socket>,
     /// Reused buffer of pushed cookies.
@@ -210,6 +116,8 @@ pub struct Watcher {
     verbose: bool,
     /// Malformed messages already reported, to report only new ones.
     skipped_reported: u64,
+    /// Whether the user has been told that some owners cannot be seen.
+    hidden_reported: bool,
 }
 
 impl Watcher {
@@ -286,18 +194,14 @@ impl Watcher {
             sources,
             routes,
             fallback,
-            snapshot: Snapshot {
-                endpoints: BTreeMap::new(),
-                bindv6only,
-                owners: HashMap::new(),
-            },
-            cookies: HashMap::new(),
+            snapshot: Snapshot::new(bindv6only),
             scratch: Vec::new(),
             closed: Vec::new(),
             processes: None,
             announce: verbose,
             verbose,
             skipped_reported: 0,
+            hidden_reported: false,
         }
     }
 
@@ -340,7 +244,6 @@ impl Watcher {
     /// over, so endpoints that did not change cause no events.
     pub fn poll(&mut self, events: &mut Vec<Event>) -> anyhow::Result<()> {
         let first_new = events.len();
-        let mut changed = false;
         let now = SystemTime::now();
         for source in &mut self.sources {
             source.begin_poll();
@@ -352,7 +255,8 @@ impl Watcher {
             match self.sources[source].dump(table, &mut self.scratch) {
                 Ok(()) => {
                     self.read_once[i] = true;
-                    changed |= self.apply_table(table, now, events);
+                    self.snapshot
+                        .apply_table(table, self.scratch.drain(..), now, events);
                 }
                 Err(e @ SourceError::Unavailable { .. }) => match self.fallback {
                     Some(fallback) if fallback != source => {
@@ -377,111 +281,45 @@ impl Watcher {
             }
             i += 1;
         }
-        if changed {
-            self.index_cookies();
-        }
         self.attach_owners(&mut events[first_new..]);
         self.report_skipped();
         Ok(())
     }
 
     /// With owners wanted: finds the processes behind new endpoints (one
-    /// scan of /proc for all of them, only when some appeared), and hands
-    /// closed endpoints the owner they had.
+    /// scan of /proc for all of them, only when some appeared) and records
+    /// them in the snapshot and in their events. Says once when some cannot
+    /// be seen.
     fn attach_owners(&mut self, events: &mut [Event]) {
         let Some(proc_root) = &self.processes else {
             return;
         };
-        let owners = &mut self.snapshot.owners;
         let wanted: HashSet<u64> = events
             .iter()
             .filter(|e| e.kind == EventKind::Socket)
             .flat_map(|e| e.listener.inodes())
             .collect();
-        let found = if wanted.is_empty() {
-            HashMap::new()
-        } else {
-            process::owners(proc_root, &process::pids(proc_root), &wanted)
-        };
-        for event in events {
-            event.owner = match event.kind {
-                EventKind::Socket => event.listener.inodes().find_map(|i| found.get(&i).cloned()),
-                EventKind::SocketClosed => owners.remove(&event.endpoint),
-            };
-            if let (EventKind::Socket, Some(owner)) = (event.kind, &event.owner) {
-                owners.insert(event.endpoint, owner.clone());
-            }
+        if wanted.is_empty() {
+            return;
         }
-    }
-
-    /// Replaces what is known of `table` by the sockets in `self.scratch`.
-    /// Returns whether anything about the table changed.
-    fn apply_table(&mut self, table: Table, now: SystemTime, events: &mut Vec<Event>) -> bool {
-        let mut fresh: BTreeMap<Endpoint, Listener> = BTreeMap::new();
-        for socket in self.scratch.drain(..) {
-            fresh
-                .entry(socket.endpoint)
-                .or_insert_with(|| Listener {
-                    sockets: Vec::new(),
-                })
-                .sockets
-                .push(socket);
+        let scan = process::owners(proc_root, &process::pids(proc_root), &wanted);
+        let mut hidden = 0;
+        for event in events.iter_mut().filter(|e| e.kind == EventKind::Socket) {
+            let ownership = scan.ownership(event.listener.inodes());
+            hidden += usize::from(ownership == Ownership::Hidden);
+            self.snapshot
+                .set_ownership(&event.endpoint, ownership.clone());
+            event.listener.set_ownership(ownership);
         }
-        for listener in fresh.values_mut() {
-            listener.sockets.sort_by_key(|s| s.inode);
-        }
-        let mut changed = false;
-        let endpoints = &mut self.snapshot.endpoints;
-        endpoints.retain(|endpoint, listener| {
-            if endpoint.table() != table || fresh.contains_key(endpoint) {
-                return true;
-            }
-            changed = true;
-            events.push(Event {
-                kind: EventKind::SocketClosed,
-                endpoint: *endpoint,
-                listener: listener.clone(),
-                time: now,
-                owner: None,
-            });
-            false
-        });
-        for (endpoint, listener) in fresh {
-            match endpoints.get_mut(&endpoint) {
-                Some(known) if *known == listener => {}
-                Some(known) => {
-                    *known = listener;
-                    changed = true;
-                }
-                None => {
-                    changed = true;
-                    events.push(Event {
-                        kind: EventKind::Socket,
-                        endpoint,
-                        listener: listener.clone(),
-                        time: now,
-                        owner: None,
-                    });
-                    endpoints.insert(endpoint, listener);
-                }
-            }
-        }
-        changed
-    }
-
-    fn index_cookies(&mut self) {
-        self.cookies.clear();
-        for (endpoint, listener) in &self.snapshot.endpoints {
-            for cookie in listener.sockets.iter().filter_map(|s| s.cookie) {
-                self.cookies.insert(cookie, *endpoint);
-            }
+        if hidden > 0 && !self.hidden_reported {
+            self.hidden_reported = true;
+            eprintln!("{}", hidden_owners_message(hidden, scan.unreadable));
         }
     }
 
     /// Reads what `source` pushed and appends the resulting closes to
     /// `events`; lost events force a full poll.
     pub fn read_pushed(&mut self, source: usize, events: &mut Vec<Event>) -> anyhow::Result<()> {
-        let first_new = events.len();
         self.closed.clear();
         let pushed = self.sources[source].read_pushed(&mut self.closed);
         match pushed {
@@ -499,28 +337,9 @@ impl Watcher {
                 return Ok(());
             }
         }
-        let now = SystemTime::now();
-        for cookie in self.closed.drain(..) {
-            let Some(endpoint) = self.cookies.remove(&cookie) else {
-                continue; // a socket that never listened
-            };
-            let Some(listener) = self.snapshot.endpoints.get_mut(&endpoint) else {
-                continue;
-            };
-            let last = listener.clone();
-            listener.sockets.retain(|s| s.cookie != Some(cookie));
-            if listener.sockets.is_empty() {
-                self.snapshot.endpoints.remove(&endpoint);
-                events.push(Event {
-                    kind: EventKind::SocketClosed,
-                    endpoint,
-                    listener: last,
-                    time: now,
-                    owner: None,
-                });
-            }
-        }
-        self.attach_owners(&mut events[first_new..]);
+        // Closes only: no new endpoint to look up owners for.
+        self.snapshot
+            .close_cookies(self.closed.drain(..), SystemTime::now(), events);
         Ok(())
     }
 
@@ -641,6 +460,19 @@ impl Watcher {
     }
 }
 
+/// What sockwatch cannot see of the processes behind endpoints, why, and
+/// how to see it.
+fn hidden_owners_message(endpoints: usize, unreadable: usize) -> String {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    format!(
+        "sockwatch: cannot see which process holds {endpoints} endpoint(s): {unreadable} \
+         process(es) of other users are not readable as uid {uid}; their PID and COMM are \
+         unknown, and conditions on them neither hold nor fail (run as root or as their \
+         owner to see them)"
+    )
+}
+
 /// The network namespace behind a `--proc-root` other than `/proc`
 /// (`/proc/<pid>/ns/net`), which netlink must enter to see the same sockets.
 fn netns_of(proc_root: &Path) -> Option<PathBuf> {
@@ -650,7 +482,7 @@ fn netns_of(proc_root: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{Family, Transport};
+    use crate::endpoint::{Endpoint, Family, Transport};
     use std::collections::VecDeque;
     use std::io;
 

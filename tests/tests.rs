@@ -7,6 +7,7 @@ mod support;
 mod conditions;
 mod fallback;
 mod list;
+mod owners;
 mod run;
 mod wait;
 mod watch;

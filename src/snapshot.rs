@@ -1,0 +1,380 @@
+//! The snapshot: the one home of what is known about each listening
+//! endpoint.
+//!
+//! A [`Snapshot`] maps every listening [`Endpoint`] to its [`Listener`]: the
+//! kernel sockets behind it and, where it was looked up, the process that
+//! holds them. It is changed in two ways only, and each change is reported
+//! as [`Event`]s:
+//! - [`Snapshot::apply_table`]: a complete dump of one kernel table replaces
+//!   what was known of that table (endpoints missing from it close, new ones
+//!   appear);
+//! - [`Snapshot::close_cookies`]: the kernel pushed that these sockets were
+//!   freed; an endpoint closes with its last socket (SO_REUSEPORT workers
+//!   share one endpoint).
+//!
+//! An event carries the listener as it was at that moment, owner included,
+//! so that a `socket-closed` can still be filtered on the `COMM` it had
+//! after the endpoint left the snapshot. The owner is stored in the listener
+//! and nowhere else.
+//!
+//! Nothing here knows where sockets come from: it is tested with plain
+//! values, without a source.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use crate::condition::{Facts, OwnerFact};
+use crate::endpoint::{Endpoint, Family, Socket, SourceKind, Table};
+use crate::event::{Event, EventKind};
+use crate::process::{Owner, Ownership};
+
+/// The sockets listening on one endpoint (never empty, sorted by inode), and
+/// who holds them where that was looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    sockets: Vec<Socket>,
+    /// `None` while nobody asked (no `--processes`, no condition on PID or
+    /// COMM).
+    owner: Option<Ownership>,
+}
+
+impl Listener {
+    /// A listener made of `sockets` (not empty), sorted by inode.
+    pub fn from_sockets(mut sockets: Vec<Socket>) -> Listener {
+        assert!(!sockets.is_empty(), "a listener has at least one socket");
+        sockets.sort_by_key(|s| s.inode);
+        Listener {
+            sockets,
+            owner: None,
+        }
+    }
+
+    /// The sockets behind the endpoint.
+    pub fn sockets(&self) -> &[Socket] {
+        &self.sockets
+    }
+
+    /// Their inodes, ascending.
+    pub fn inodes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.sockets.iter().map(|s| s.inode)
+    }
+
+    /// The owner's uid (the lowest, should workers differ).
+    pub fn uid(&self) -> Option<u32> {
+        self.sockets.iter().map(|s| s.uid).min()
+    }
+
+    /// `IPV6_V6ONLY` when the source knows it.
+    pub fn v6only(&self) -> Option<bool> {
+        self.sockets.iter().find_map(|s| s.v6only)
+    }
+
+    /// The source that reported it.
+    pub fn source(&self) -> SourceKind {
+        self.sockets[0].source
+    }
+
+    /// What is known of the process holding it: `None` when not looked up.
+    pub fn ownership(&self) -> Option<&Ownership> {
+        self.owner.as_ref()
+    }
+
+    /// The process holding it, when found.
+    pub fn owner(&self) -> Option<&Owner> {
+        match &self.owner {
+            Some(Ownership::Found(owner)) => Some(owner),
+            _ => None,
+        }
+    }
+
+    /// Records who holds it.
+    pub fn set_ownership(&mut self, ownership: Ownership) {
+        self.owner = Some(ownership);
+    }
+}
+
+/// The current set of listening endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    endpoints: BTreeMap<Endpoint, Listener>,
+    /// `net.ipv6.bindv6only`: the v6only of IPv6 sockets whose source does
+    /// not report it.
+    bindv6only: bool,
+    /// Socket cookie to endpoint, to match pushed closes.
+    cookies: HashMap<u64, Endpoint>,
+}
+
+impl Snapshot {
+    /// An empty snapshot; `bindv6only` stands in for sources that cannot
+    /// tell a socket's `IPV6_V6ONLY`.
+    pub fn new(bindv6only: bool) -> Snapshot {
+        Snapshot {
+            bindv6only,
+            ..Snapshot::default()
+        }
+    }
+
+    /// Endpoints in listing order (transport, family, port, address).
+    pub fn iter(&self) -> impl Iterator<Item = (&Endpoint, &Listener)> {
+        self.endpoints.iter()
+    }
+
+    /// The listener on `endpoint`, if it listens.
+    pub fn get(&self, endpoint: &Endpoint) -> Option<&Listener> {
+        self.endpoints.get(endpoint)
+    }
+
+    /// How many endpoints listen.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Whether nothing listens.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// What conditions are evaluated on: v6only resolved, falling back to the
+    /// system default where the source cannot tell. Works for listeners that
+    /// are no longer in the snapshot (those of `socket-closed` events).
+    pub fn facts<'a>(&self, endpoint: &'a Endpoint, listener: &'a Listener) -> Facts<'a> {
+        let v6only = match endpoint.family() {
+            Family::Inet => None,
+            Family::Inet6 => Some(listener.v6only().unwrap_or(self.bindv6only)),
+        };
+        let owner = match &listener.owner {
+            None | Some(Ownership::Nobody) => OwnerFact::Absent,
+            Some(Ownership::Hidden) => OwnerFact::Unknown,
+            Some(Ownership::Found(owner)) => OwnerFact::Known {
+                pid: owner.pid,
+                comm: &owner.comm,
+            },
+        };
+        Facts {
+            endpoint,
+            v6only,
+            owner,
+        }
+    }
+
+    /// Facts for every endpoint.
+    pub fn all_facts(&self) -> Vec<Facts<'_>> {
+        self.endpoints
+            .iter()
+            .map(|(endpoint, listener)| self.facts(endpoint, listener))
+            .collect()
+    }
+
+    /// The facts of an event's endpoint as it was when the event happened.
+    pub fn event_facts<'a>(&self, event: &'a Event) -> Facts<'a> {
+        self.facts(&event.endpoint, &event.listener)
+    }
+
+    /// Replaces what is known of `table` by `sockets`, a complete dump of it,
+    /// appending a `socket-closed` for every endpoint of the table that is
+    /// gone and a `socket` for every new one. Endpoints whose sockets did not
+    /// change keep their owner. Returns whether anything changed.
+    pub fn apply_table(
+        &mut self,
+        table: Table,
+        sockets: impl IntoIterator<Item = Socket>,
+        now: SystemTime,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let mut fresh: BTreeMap<Endpoint, Vec<Socket>> = BTreeMap::new();
+        for socket in sockets {
+            debug_assert_eq!(socket.endpoint.table(), table);
+            fresh.entry(socket.endpoint).or_default().push(socket);
+        }
+        let mut changed = false;
+        let gone: Vec<Endpoint> = self
+            .endpoints
+            .keys()
+            .filter(|e| e.table() == table && !fresh.contains_key(e))
+            .copied()
+            .collect();
+        for endpoint in gone {
+            let listener = self.endpoints.remove(&endpoint).expect("listed above");
+            changed = true;
+            events.push(Event::new(EventKind::SocketClosed, endpoint, listener, now));
+        }
+        for (endpoint, mut sockets) in fresh {
+            sockets.sort_by_key(|s| s.inode);
+            match self.endpoints.get_mut(&endpoint) {
+                Some(known) if known.sockets == sockets => {}
+                Some(known) => {
+                    // New workers or a restart between two polls: the same
+                    // endpoint, so no event; who holds it is looked up
+                    // again only if it was never found.
+                    known.sockets = sockets;
+                    changed = true;
+                }
+                None => {
+                    changed = true;
+                    let listener = Listener {
+                        sockets,
+                        owner: None,
+                    };
+                    events.push(Event::new(
+                        EventKind::Socket,
+                        endpoint,
+                        listener.clone(),
+                        now,
+                    ));
+                    self.endpoints.insert(endpoint, listener);
+                }
+            }
+        }
+        if changed {
+            self.index_cookies();
+        }
+        changed
+    }
+
+    /// Removes the sockets whose cookies the kernel says were freed; an
+    /// endpoint whose last socket went closes, with a `socket-closed` event.
+    /// Cookies of sockets that never listened are ignored.
+    pub fn close_cookies(
+        &mut self,
+        cookies: impl IntoIterator<Item = u64>,
+        now: SystemTime,
+        events: &mut Vec<Event>,
+    ) {
+        for cookie in cookies {
+            let Some(endpoint) = self.cookies.remove(&cookie) else {
+                continue;
+            };
+            let Some(listener) = self.endpoints.get_mut(&endpoint) else {
+                continue;
+            };
+            if listener.sockets.len() > 1 {
+                listener.sockets.retain(|s| s.cookie != Some(cookie));
+                continue;
+            }
+            let last = self.endpoints.remove(&endpoint).expect("found above");
+            events.push(Event::new(EventKind::SocketClosed, endpoint, last, now));
+        }
+    }
+
+    /// Records who holds `endpoint`'s sockets.
+    pub fn set_ownership(&mut self, endpoint: &Endpoint, ownership: Ownership) {
+        if let Some(listener) = self.endpoints.get_mut(endpoint) {
+            listener.set_ownership(ownership);
+        }
+    }
+
+    fn index_cookies(&mut self) {
+        self.cookies.clear();
+        for (endpoint, listener) in &self.endpoints {
+            for cookie in listener.sockets.iter().filter_map(|s| s.cookie) {
+                self.cookies.insert(cookie, *endpoint);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::Transport;
+
+    const TCP4: Table = Table::new(Transport::Tcp, Family::Inet);
+
+    fn socket(port: u16, inode: u64) -> Socket {
+        Socket {
+            endpoint: Endpoint {
+                transport: Transport::Tcp,
+                addr: "127.0.0.1".parse().unwrap(),
+                port,
+            },
+            inode,
+            uid: 0,
+            cookie: Some(inode + 1000),
+            v6only: None,
+            source: SourceKind::Netlink,
+        }
+    }
+
+    fn summary(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| format!("{} {}", e.kind.as_str(), e.endpoint.port))
+            .collect()
+    }
+
+    fn apply(snapshot: &mut Snapshot, sockets: Vec<Socket>) -> Vec<String> {
+        let mut events = Vec::new();
+        snapshot.apply_table(TCP4, sockets, SystemTime::now(), &mut events);
+        summary(&events)
+    }
+
+    #[test]
+    fn a_table_replaces_what_was_known_of_it() {
+        let mut snapshot = Snapshot::new(false);
+        assert_eq!(
+            apply(&mut snapshot, vec![socket(80, 1), socket(22, 2)]),
+            ["socket 22", "socket 80"]
+        );
+        assert_eq!(
+            apply(&mut snapshot, vec![socket(80, 1), socket(22, 2)]),
+            [""; 0]
+        );
+        assert_eq!(
+            apply(&mut snapshot, vec![socket(80, 3)]),
+            ["socket-closed 22"],
+            "a new socket on a known endpoint is no event"
+        );
+        assert_eq!(snapshot.len(), 1);
+    }
+
+    #[test]
+    fn an_endpoint_closes_with_its_last_socket() {
+        let mut snapshot = Snapshot::new(false);
+        apply(&mut snapshot, vec![socket(80, 1), socket(80, 2)]);
+        let mut events = Vec::new();
+        snapshot.close_cookies([1001, 5555], SystemTime::now(), &mut events);
+        assert!(events.is_empty(), "one of two sockets closed");
+        snapshot.close_cookies([1002], SystemTime::now(), &mut events);
+        assert_eq!(summary(&events), ["socket-closed 80"]);
+        let inodes: Vec<u64> = events[0].listener.inodes().collect();
+        assert_eq!(inodes, [2], "the last socket known");
+        assert!(snapshot.is_empty());
+    }
+
+    #[test]
+    fn a_closed_endpoint_keeps_its_owner_in_the_event() {
+        let mut snapshot = Snapshot::new(false);
+        apply(&mut snapshot, vec![socket(80, 1)]);
+        let endpoint = *snapshot.iter().next().unwrap().0;
+        let owner = Owner {
+            pid: 42,
+            comm: "python3".into(),
+        };
+        snapshot.set_ownership(&endpoint, Ownership::Found(owner.clone()));
+        assert_eq!(apply(&mut snapshot, vec![socket(80, 1)]), [""; 0]);
+        let mut events = Vec::new();
+        snapshot.close_cookies([1001], SystemTime::now(), &mut events);
+        let facts = snapshot.event_facts(&events[0]);
+        assert_eq!(
+            facts.owner,
+            OwnerFact::Known {
+                pid: 42,
+                comm: "python3"
+            },
+            "filtered watches need the owner of what closed"
+        );
+        assert_eq!(events[0].listener.owner(), Some(&owner));
+    }
+
+    #[test]
+    fn hidden_owners_are_unknown_not_absent() {
+        let mut snapshot = Snapshot::new(false);
+        apply(&mut snapshot, vec![socket(80, 1), socket(81, 2)]);
+        let endpoints: Vec<Endpoint> = snapshot.iter().map(|(e, _)| *e).collect();
+        snapshot.set_ownership(&endpoints[0], Ownership::Hidden);
+        snapshot.set_ownership(&endpoints[1], Ownership::Nobody);
+        let facts = snapshot.all_facts();
+        assert_eq!(facts[0].owner, OwnerFact::Unknown);
+        assert_eq!(facts[1].owner, OwnerFact::Absent);
+    }
+}
