@@ -73,12 +73,12 @@ fn poll_cost(c: &mut Criterion) {
 
         let mut netlink = Netlink::open().unwrap();
         let mut out = Vec::new();
+        let mut failed = Vec::new();
         group.bench_function("netlink", |b| {
             b.iter(|| {
                 out.clear();
-                for table in TCP_TABLES {
-                    netlink.dump(table, &mut out).unwrap();
-                }
+                netlink.read(&TCP_TABLES, &mut out, &mut failed);
+                assert!(failed.is_empty());
                 assert_eq!(out.len(), listeners + 1);
             })
         });
@@ -86,9 +86,8 @@ fn poll_cost(c: &mut Criterion) {
         group.bench_function("proc", |b| {
             b.iter(|| {
                 out.clear();
-                for table in TCP_TABLES {
-                    proc.dump(table, &mut out).unwrap();
-                }
+                proc.read(&TCP_TABLES, &mut out, &mut failed);
+                assert!(failed.is_empty());
                 assert_eq!(out.len(), listeners + 1);
             })
         });

@@ -1,19 +1,21 @@
 //! Where socket facts come from: one small trait, chosen at run time.
 //!
 //! Every backend must provide:
-//! - [`Source::dump`]: the listening sockets of one [`Table`], complete or not
-//!   at all. A partial answer is an error, never a shorter list, because the
-//!   watcher reads a missing socket as a closed one.
+//! - [`Source::read`]: the listening sockets of each [`Table`] asked for,
+//!   complete or not at all. A partial answer is an error, never a shorter
+//!   list, because the snapshot reads a missing socket as a closed one.
 //! - [`Source::pushed_fd`] and [`Source::read_pushed`]: optionally, a file
 //!   descriptor that becomes readable when the kernel pushes news (netlink's
 //!   destroy events), so closing is seen without waiting for the next poll.
 //!
-//! The choice is made at run time, per table, because falling back is a
-//! runtime decision: a container may allow sock_diag for TCP and lack the UDP
-//! diag module. Nothing outside this module knows a netlink message exists.
+//! The choice is made at run time, per table, by [`sources::Sources`],
+//! because falling back is a runtime decision: a container may allow
+//! sock_diag for TCP and lack the UDP diag module. Nothing outside this
+//! module knows a netlink message exists.
 
 pub mod netlink;
 pub mod proc;
+pub mod sources;
 
 use std::io;
 use std::os::fd::RawFd;
@@ -63,6 +65,25 @@ impl SourceError {
         }
     }
 
+    /// The same error again, for another table that one failed request was
+    /// to answer too.
+    pub fn again(&self) -> SourceError {
+        let copy = |cause: &io::Error| match cause.raw_os_error() {
+            Some(errno) => io::Error::from_raw_os_error(errno),
+            None => io::Error::new(cause.kind(), cause.to_string()),
+        };
+        match self {
+            SourceError::Unavailable { what, cause } => SourceError::Unavailable {
+                what: what.clone(),
+                cause: copy(cause),
+            },
+            SourceError::Transient { what, cause } => SourceError::Transient {
+                what: what.clone(),
+                cause: copy(cause),
+            },
+        }
+    }
+
     /// Whether falling back to another source is the right answer.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, SourceError::Unavailable { .. })
@@ -84,14 +105,16 @@ pub trait Source {
     /// Which backend this is, for events and messages.
     fn kind(&self) -> SourceKind;
 
-    /// Called at the start of every poll, before the tables' dumps: a source
-    /// that answers several tables with one request keeps the answer for
-    /// this poll only.
-    fn begin_poll(&mut self) {}
-
-    /// Appends every listening socket of `table` to `out`. On error `out` may
-    /// hold part of the answer; the caller discards it.
-    fn dump(&mut self, table: Table, out: &mut Vec<Socket>) -> Result<(), SourceError>;
+    /// Reads `tables`: for each, either appends every listening socket of it
+    /// to `out`, or pushes why it could not to `failed` (the caller then
+    /// discards whatever of that table reached `out`). One call for several
+    /// tables lets a source answer them with one request.
+    fn read(
+        &mut self,
+        tables: &[Table],
+        out: &mut Vec<Socket>,
+        failed: &mut Vec<(Table, SourceError)>,
+    );
 
     /// A descriptor that becomes readable when [`Source::read_pushed`] has
     /// something to read.

@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::os::fd::RawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -27,24 +27,13 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::endpoint::{Socket, SourceKind, Table};
+use crate::endpoint::{Socket, Table};
 use crate::event::{Event, EventKind};
 use crate::process::{self, Ownership};
 pub use crate::snapshot::{Listener, Snapshot};
-use crate::source::netlink::Netlink;
-use crate::source::proc::Proc;
-use crate::source::{Pushed, Source, SourceError};
-
-/// Which source the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SourceChoice {
-    /// sock_diag netlink, falling back per table where it is unavailable.
-    Auto,
-    /// sock_diag netlink only; an error where it is unavailable.
-    Netlink,
-    /// /proc/net only.
-    Proc,
-}
+use crate::source::Pushed;
+pub use crate::source::sources::{NETLINK_INTERVAL, PROC_INTERVAL, SourceChoice};
+use crate::source::sources::{Plan, Sources};
 
 /// How to build a [`Watcher`].
 #[derive(Debug, Clone)]
@@ -78,41 +67,20 @@ pub enum Stop {
     TimedOut,
 }
 
-/// The poll interval unless `--interval` says otherwise: `wait` must
-/// notice a new listener within 100 ms, and a sock_diag poll of the four
-/// tables costs about 0.1 ms (benches/RESULTS.md).
-pub const NETLINK_INTERVAL: Duration = Duration::from_millis(50);
-/// The interval of a long-running `watch` that reads /proc: there every
-/// poll costs milliseconds, since the kernel walks its whole connection
-/// hash to find the end of the file (benches/RESULTS.md).
-pub const PROC_INTERVAL: Duration = Duration::from_millis(500);
-
 const SIGNALS: Token = Token(0);
 /// Pushed descriptors are registered as `Token(FIRST_SOURCE + source index)`.
 const FIRST_SOURCE: usize = 1;
 
-/// Sources, routes and the current snapshot.
+/// Sources, the current snapshot, and the loop that keeps it current.
 pub struct Watcher {
-    sources: Vec<Box<dyn Source>>,
-    /// Each watched table and the index of the source serving it.
-    routes: Vec<(Table, usize)>,
-    /// The source that takes over tables whose source is unavailable.
-    fallback: Option<usize>,
-    /// Whether each route's table has been read once: until all have, the
-    /// snapshot is partial and must not be taken for the truth (a `wait
-    /// --gone` would see sockets "gone" that were never read).
-    read_once: Vec<bool>,
-    /// The last transient failure, to explain a partial snapshot.
-    last_failure: Option<String>,
+    sources: Sources,
     snapshot: Snapshot,
-    /// Reused dump buffer.
+    /// Reused buffer of one read's sockets.
     scratch: Vec<Socket>,
     /// Reused buffer of pushed cookies.
     closed: Vec<u64>,
     /// Where to look for processes, when owners are wanted.
     processes: Option<PathBuf>,
-    /// Whether to say why a table moves to the fallback source.
-    announce: bool,
     verbose: bool,
     /// Malformed messages already reported, to report only new ones.
     skipped_reported: u64,
@@ -121,114 +89,52 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Opens the sources for `options.tables`. With `auto`, a netlink
-    /// socket that cannot be opened means /proc for every table, and a table
-    /// whose dumps turn out to be refused moves to /proc at its first poll.
+    /// Opens the sources for `options.tables` (see [`Sources::open`]).
     pub fn open(options: &Options) -> anyhow::Result<Watcher> {
-        let proc = || Box::new(Proc::new(&options.proc_root)) as Box<dyn Source>;
-        let netlink = match options.source {
-            SourceChoice::Proc => None,
-            SourceChoice::Auto | SourceChoice::Netlink => {
-                match Netlink::open_in(netns_of(&options.proc_root).as_deref()) {
-                    Ok(netlink) => Some(netlink),
-                    Err(e) if options.source == SourceChoice::Netlink => {
-                        return Err(e).context("no source of socket information is usable");
-                    }
-                    Err(e) => {
-                        if options.announce || options.verbose {
-                            eprintln!(
-                                "sockwatch: sock_diag is unavailable ({e}); reading {}/net instead",
-                                options.proc_root.display()
-                            );
-                        }
-                        None
-                    }
-                }
-            }
-        };
-        let (sources, fallback): (Vec<Box<dyn Source>>, _) = match netlink {
-            Some(mut netlink) => {
-                if options.pushed {
-                    if let Err(e) = netlink.subscribe_destroy(&options.tables) {
-                        // Closing is still seen, by polling; only later.
-                        if options.verbose {
-                            eprintln!("sockwatch: {e}; closing is seen by polling only");
-                        }
-                    }
-                }
-                match options.source {
-                    SourceChoice::Auto => (vec![Box::new(netlink), proc()], Some(1)),
-                    _ => (vec![Box::new(netlink)], None),
-                }
-            }
-            None => (vec![proc()], None),
-        };
-        let routes = options.tables.iter().map(|&t| (t, 0)).collect();
-        let mut watcher = Watcher::with_sources(
-            sources,
-            routes,
-            fallback,
-            Proc::bindv6only(&options.proc_root),
-            options.verbose,
-        );
-        watcher.announce = options.announce || options.verbose;
+        let sources = Sources::open(&Plan {
+            choice: options.source,
+            tables: &options.tables,
+            pushed: options.pushed,
+            proc_root: &options.proc_root,
+            announce: options.announce,
+            verbose: options.verbose,
+        })?;
+        let mut watcher = Watcher::with_sources(sources, options.verbose);
         if options.processes {
             watcher.processes = Some(PathBuf::from("/proc"));
         }
         Ok(watcher)
     }
 
-    /// A watcher over given sources: `routes` says which source serves each
-    /// table, `fallback` which one takes over a table whose source turns out
-    /// to be unavailable.
-    pub fn with_sources(
-        sources: Vec<Box<dyn Source>>,
-        routes: Vec<(Table, usize)>,
-        fallback: Option<usize>,
-        bindv6only: bool,
-        verbose: bool,
-    ) -> Watcher {
+    /// A watcher over given sources.
+    pub fn with_sources(sources: Sources, verbose: bool) -> Watcher {
         Watcher {
-            read_once: vec![false; routes.len()],
-            last_failure: None,
+            snapshot: Snapshot::new(sources.bindv6only()),
             sources,
-            routes,
-            fallback,
-            snapshot: Snapshot::new(bindv6only),
             scratch: Vec::new(),
             closed: Vec::new(),
             processes: None,
-            announce: verbose,
             verbose,
             skipped_reported: 0,
             hidden_reported: false,
         }
     }
 
-    /// The interval to poll at when the user did not choose one. A
-    /// long-running watch that reads any table from /proc polls less often;
-    /// a `wait` or `run` stays quick, since it ends once the answer is in.
+    /// The interval to poll at when the user did not choose one (see
+    /// [`Sources::default_interval`]).
     pub fn default_interval(&self, long_running: bool) -> Duration {
-        let reads_proc = self
-            .routes
-            .iter()
-            .any(|&(_, source)| self.sources[source].kind() == SourceKind::Proc);
-        if long_running && reads_proc {
-            PROC_INTERVAL
-        } else {
-            NETLINK_INTERVAL
-        }
+        self.sources.default_interval(long_running)
     }
 
     /// Whether every watched table has been read at least once, so that the
     /// snapshot is the whole truth (later failures keep what was read).
     pub fn complete(&self) -> bool {
-        self.read_once.iter().all(|&read| read)
+        self.sources.complete()
     }
 
     /// Why the snapshot is not complete yet.
     pub fn last_failure(&self) -> Option<&str> {
-        self.last_failure.as_deref()
+        self.sources.last_failure()
     }
 
     /// The current endpoints.
@@ -236,50 +142,24 @@ impl Watcher {
         &self.snapshot
     }
 
-    /// Dumps every watched table and appends what changed to `events`.
+    /// Reads every watched table and appends what changed to `events`.
     ///
-    /// A table whose dump fails transiently keeps what was known of it. A
+    /// A table whose read fails transiently keeps what was known of it. A
     /// table whose source is unavailable moves to the fallback source, if
-    /// there is one, and is dumped again at once; what was known carries
+    /// there is one, and is read again at once; what was known carries
     /// over, so endpoints that did not change cause no events.
     pub fn poll(&mut self, events: &mut Vec<Event>) -> anyhow::Result<()> {
         let first_new = events.len();
         let now = SystemTime::now();
-        for source in &mut self.sources {
-            source.begin_poll();
-        }
-        let mut i = 0;
-        while i < self.routes.len() {
-            let (table, source) = self.routes[i];
-            self.scratch.clear();
-            match self.sources[source].dump(table, &mut self.scratch) {
-                Ok(()) => {
-                    self.read_once[i] = true;
-                    self.snapshot
-                        .apply_table(table, self.scratch.drain(..), now, events);
-                }
-                Err(e @ SourceError::Unavailable { .. }) => match self.fallback {
-                    Some(fallback) if fallback != source => {
-                        if self.announce {
-                            eprintln!(
-                                "sockwatch: {} is unavailable for {table} ({e}); using {} instead",
-                                self.sources[source].kind(),
-                                self.sources[fallback].kind()
-                            );
-                        }
-                        self.routes[i].1 = fallback;
-                        continue;
-                    }
-                    _ => return Err(e).context("no source of socket information is usable"),
-                },
-                Err(e @ SourceError::Transient { .. }) => {
-                    if self.verbose {
-                        eprintln!("sockwatch: {e}; keeping what was known of {table}");
-                    }
-                    self.last_failure = Some(e.to_string());
-                }
-            }
-            i += 1;
+        self.scratch.clear();
+        let read = self.sources.read(&mut self.scratch)?;
+        for table in read {
+            let sockets = self
+                .scratch
+                .iter()
+                .filter(|s| s.endpoint.table() == table)
+                .cloned();
+            self.snapshot.apply_table(table, sockets, now, events);
         }
         self.attach_owners(&mut events[first_new..]);
         self.report_skipped();
@@ -321,7 +201,7 @@ impl Watcher {
     /// `events`; lost events force a full poll.
     pub fn read_pushed(&mut self, source: usize, events: &mut Vec<Event>) -> anyhow::Result<()> {
         self.closed.clear();
-        let pushed = self.sources[source].read_pushed(&mut self.closed);
+        let pushed = self.sources.read_pushed(source, &mut self.closed);
         match pushed {
             Ok(Pushed::Complete) => {}
             Ok(Pushed::Lost) => {
@@ -345,23 +225,11 @@ impl Watcher {
 
     /// Which source serves which table: `tcp, tcp6 via netlink; udp via proc`.
     pub fn describe_routes(&self) -> String {
-        let mut parts: Vec<(SourceKind, Vec<String>)> = Vec::new();
-        for (table, source) in &self.routes {
-            let kind = self.sources[*source].kind();
-            match parts.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, tables)) => tables.push(table.to_string()),
-                None => parts.push((kind, vec![table.to_string()])),
-            }
-        }
-        let parts: Vec<String> = parts
-            .into_iter()
-            .map(|(kind, tables)| format!("{} via {kind}", tables.join(", ")))
-            .collect();
-        parts.join("; ")
+        self.sources.describe_routes()
     }
 
     fn report_skipped(&mut self) {
-        let skipped: u64 = self.sources.iter().map(|s| s.skipped()).sum();
+        let skipped = self.sources.skipped();
         if skipped > self.skipped_reported {
             if self.verbose {
                 eprintln!("sockwatch: skipped {} malformed message(s) so far", skipped);
@@ -387,12 +255,7 @@ impl Watcher {
         let mut signals = Signals::new([SIGINT, SIGTERM]).context("failed to handle signals")?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let pushed: Vec<(usize, RawFd)> = self
-            .sources
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.pushed_fd().map(|fd| (i, fd)))
-            .collect();
+        let pushed: Vec<(usize, RawFd)> = self.sources.pushed_fds();
         for &(i, fd) in &pushed {
             poll.registry().register(
                 &mut SourceFd(&fd),
@@ -473,16 +336,11 @@ fn hidden_owners_message(endpoints: usize, unreadable: usize) -> String {
     )
 }
 
-/// The network namespace behind a `--proc-root` other than `/proc`
-/// (`/proc/<pid>/ns/net`), which netlink must enter to see the same sockets.
-fn netns_of(proc_root: &Path) -> Option<PathBuf> {
-    (proc_root != Path::new("/proc")).then(|| proc_root.join("ns/net"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{Endpoint, Family, Transport};
+    use crate::endpoint::{Endpoint, Family, SourceKind, Transport};
+    use crate::source::{Source, SourceError};
     use std::collections::VecDeque;
     use std::io;
 
@@ -497,9 +355,18 @@ mod tests {
         fn kind(&self) -> SourceKind {
             self.kind
         }
-        fn dump(&mut self, _: Table, out: &mut Vec<Socket>) -> Result<(), SourceError> {
-            out.extend(self.answers.pop_front().expect("an answer per dump")?);
-            Ok(())
+        fn read(
+            &mut self,
+            tables: &[Table],
+            out: &mut Vec<Socket>,
+            failed: &mut Vec<(Table, SourceError)>,
+        ) {
+            for &table in tables {
+                match self.answers.pop_front().expect("an answer per table read") {
+                    Ok(sockets) => out.extend(sockets),
+                    Err(e) => failed.push((table, e)),
+                }
+            }
         }
         fn read_pushed(&mut self, closed: &mut Vec<u64>) -> Result<Pushed, SourceError> {
             let (cookies, pushed) = self.pushed.pop_front().expect("scripted push");
@@ -540,6 +407,14 @@ mod tests {
         })
     }
 
+    /// A watcher of the TCP4 table, served by the first source.
+    fn watcher(sources: Vec<Box<dyn Source>>, fallback: Option<usize>) -> Watcher {
+        Watcher::with_sources(
+            Sources::new(sources, vec![(TCP4, 0)], fallback, false),
+            false,
+        )
+    }
+
     fn error(unavailable: bool) -> SourceError {
         let (what, cause) = (
             "dump".to_string(),
@@ -578,7 +453,7 @@ mod tests {
             ],
             vec![],
         );
-        let mut watcher = Watcher::with_sources(vec![source], vec![(TCP4, 0)], None, false, false);
+        let mut watcher = watcher(vec![source], None);
         assert_eq!(poll(&mut watcher), ["socket 80"]);
         assert_eq!(
             poll(&mut watcher),
@@ -597,7 +472,7 @@ mod tests {
             vec![Err(error(false)), Ok(vec![socket(80, 1, netlink)])],
             vec![],
         );
-        let mut watcher = Watcher::with_sources(vec![source], vec![(TCP4, 0)], None, false, false);
+        let mut watcher = watcher(vec![source], None);
         assert_eq!(poll(&mut watcher), Vec::<String>::new());
         assert!(
             !watcher.complete(),
@@ -609,28 +484,6 @@ mod tests {
     }
 
     #[test]
-    fn reuseport_endpoint_closes_with_its_last_socket() {
-        let netlink = SourceKind::Netlink;
-        let source = scripted(
-            netlink,
-            vec![Ok(vec![socket(80, 1, netlink), socket(80, 2, netlink)])],
-            vec![
-                (vec![1001], Pushed::Complete),
-                (vec![5555, 1002], Pushed::Complete),
-            ],
-        );
-        let mut watcher = Watcher::with_sources(vec![source], vec![(TCP4, 0)], None, false, false);
-        assert_eq!(poll(&mut watcher), ["socket 80"]);
-        let mut events = Vec::new();
-        watcher.read_pushed(0, &mut events).unwrap();
-        assert!(events.is_empty(), "one of two sockets closed");
-        watcher.read_pushed(0, &mut events).unwrap();
-        assert_eq!(summary(&events), ["socket-closed 80"]);
-        let inodes: Vec<u64> = events[0].listener.inodes().collect();
-        assert_eq!(inodes, [2], "the last socket known");
-    }
-
-    #[test]
     fn lost_pushes_force_a_dump() {
         let netlink = SourceKind::Netlink;
         let source = scripted(
@@ -638,7 +491,7 @@ mod tests {
             vec![Ok(vec![socket(80, 1, netlink)]), Ok(vec![])],
             vec![(vec![], Pushed::Lost)],
         );
-        let mut watcher = Watcher::with_sources(vec![source], vec![(TCP4, 0)], None, false, false);
+        let mut watcher = watcher(vec![source], None);
         assert_eq!(poll(&mut watcher), ["socket 80"]);
         let mut events = Vec::new();
         watcher.read_pushed(0, &mut events).unwrap();
@@ -661,13 +514,7 @@ mod tests {
             ],
             vec![],
         );
-        let mut watcher = Watcher::with_sources(
-            vec![primary, fallback],
-            vec![(TCP4, 0)],
-            Some(1),
-            false,
-            false,
-        );
+        let mut watcher = watcher(vec![primary, fallback], Some(1));
         assert_eq!(poll(&mut watcher), ["socket 80"]);
         assert_eq!(
             poll(&mut watcher),
@@ -682,7 +529,7 @@ mod tests {
     #[test]
     fn unavailable_without_fallback_is_an_error() {
         let source = scripted(SourceKind::Netlink, vec![Err(error(true))], vec![]);
-        let mut watcher = Watcher::with_sources(vec![source], vec![(TCP4, 0)], None, false, false);
+        let mut watcher = watcher(vec![source], None);
         let mut events = Vec::new();
         let message = format!("{:#}", watcher.poll(&mut events).unwrap_err());
         assert!(

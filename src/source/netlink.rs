@@ -355,9 +355,6 @@ pub struct Netlink {
     buf: Vec<u8>,
     destroy: Option<NlSocket>,
     skipped: u64,
-    /// IPv6 TCP listeners from this poll's combined TCP dump, for the tcp6
-    /// table; cleared at the start of every poll.
-    tcp6_stash: Option<Vec<Socket>>,
     /// Whether the kernel answers `TCPDIAG_GETSOCK` (it has since 2.6).
     combined_tcp: bool,
 }
@@ -414,7 +411,6 @@ impl Netlink {
             buf: Vec::with_capacity(RECV_BUF),
             destroy: None,
             skipped: 0,
-            tcp6_stash: None,
             combined_tcp: true,
         })
     }
@@ -524,38 +520,33 @@ impl Source for Netlink {
         SourceKind::Netlink
     }
 
-    fn begin_poll(&mut self) {
-        self.tcp6_stash = None;
-    }
-
-    fn dump(&mut self, table: Table, out: &mut Vec<Socket>) -> Result<(), SourceError> {
+    fn read(
+        &mut self,
+        tables: &[Table],
+        out: &mut Vec<Socket>,
+        failed: &mut Vec<(Table, SourceError)>,
+    ) {
         let tcp4 = Table::new(Transport::Tcp, Family::Inet);
         let tcp6 = Table::new(Transport::Tcp, Family::Inet6);
-        if table == tcp6 {
-            if let Some(stash) = self.tcp6_stash.take() {
-                out.extend(stash);
-                return Ok(());
-            }
-        }
-        if table == tcp4 && self.combined_tcp {
-            // One walk of the listening hash for both families: IPv4 goes
-            // out, IPv6 waits for the tcp6 table of this same poll.
-            let mut both = Vec::new();
-            match self.dump_asking(Ask::TcpBothFamilies, &mut both) {
-                Ok(()) => {
-                    let (v4, v6) = both
-                        .into_iter()
-                        .partition(|s| s.endpoint.family() == Family::Inet);
-                    out.extend::<Vec<Socket>>(v4);
-                    self.tcp6_stash = Some(v6);
-                    return Ok(());
-                }
+        let mut rest: Vec<Table> = tables.to_vec();
+        if self.combined_tcp && rest.contains(&tcp4) && rest.contains(&tcp6) {
+            // One walk of the listening hash for both families.
+            match self.dump_asking(Ask::TcpBothFamilies, out) {
+                Ok(()) => rest.retain(|t| *t != tcp4 && *t != tcp6),
                 // A kernel that refuses the old request still has the new.
                 Err(SourceError::Unavailable { .. }) => self.combined_tcp = false,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    failed.push((tcp6, e.again()));
+                    failed.push((tcp4, e));
+                    rest.retain(|t| *t != tcp4 && *t != tcp6);
+                }
             }
         }
-        self.dump_asking(Ask::Table(table), out)
+        for table in rest {
+            if let Err(e) = self.dump_asking(Ask::Table(table), out) {
+                failed.push((table, e));
+            }
+        }
     }
 
     fn pushed_fd(&self) -> Option<RawFd> {

@@ -52,6 +52,26 @@ impl Source for Proc {
         SourceKind::Proc
     }
 
+    fn read(
+        &mut self,
+        tables: &[Table],
+        out: &mut Vec<Socket>,
+        failed: &mut Vec<(Table, SourceError)>,
+    ) {
+        for &table in tables {
+            if let Err(e) = self.dump(table, out) {
+                failed.push((table, e));
+            }
+        }
+    }
+
+    fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+impl Proc {
+    /// Appends the listening sockets of one table to `out`.
     fn dump(&mut self, table: Table, out: &mut Vec<Socket>) -> Result<(), SourceError> {
         self.listeners.clear();
         match self.reader.read(file_table(table), &mut self.listeners) {
@@ -89,9 +109,5 @@ impl Source for Proc {
             source: SourceKind::Proc,
         }));
         Ok(())
-    }
-
-    fn skipped(&self) -> u64 {
-        self.skipped
     }
 }

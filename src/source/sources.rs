@@ -1,0 +1,329 @@
+//! The sources a watcher reads, and which one serves which table.
+//!
+//! [`Sources`] owns the backends and the routing: it opens sock_diag (in
+//! another network namespace where `--proc-root /proc/<pid>` says so),
+//! falls back to /proc where sock_diag is unavailable — for every table
+//! when the socket cannot be opened, for one table when its dumps are
+//! refused — and hands each source all the tables it serves in one call,
+//! so that a source may answer several with one request (one walk of the
+//! TCP listening hash for both families).
+//!
+//! What it returns is per table: the complete list of a table's listening
+//! sockets, or nothing for that table. A partial answer never leaves here,
+//! because the snapshot reads a missing socket as a closed one.
+
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::netlink::Netlink;
+use super::proc::Proc;
+use super::{Pushed, Source, SourceError};
+use crate::endpoint::{Socket, SourceKind, Table};
+
+/// Which source the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceChoice {
+    /// sock_diag netlink, falling back per table where it is unavailable.
+    Auto,
+    /// sock_diag netlink only; an error where it is unavailable.
+    Netlink,
+    /// /proc/net only.
+    Proc,
+}
+
+/// What to open.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    /// Which source.
+    pub choice: SourceChoice,
+    /// The tables to read.
+    pub tables: &'a [Table],
+    /// Subscribe to pushed closes (not needed for a one-shot `list`).
+    pub pushed: bool,
+    /// `/proc`, or `/proc/<pid>` for that process's network namespace.
+    pub proc_root: &'a Path,
+    /// Say on stderr why a source is not used.
+    pub announce: bool,
+    /// Say on stderr what is decided and skipped.
+    pub verbose: bool,
+}
+
+/// The poll interval unless `--interval` says otherwise: `wait` must
+/// notice a new listener within 100 ms, and a sock_diag poll of the four
+/// tables costs about 0.1 ms (benches/RESULTS.md).
+pub const NETLINK_INTERVAL: Duration = Duration::from_millis(50);
+/// The interval of a long-running `watch` that reads /proc: there every
+/// poll costs milliseconds, since the kernel walks its whole connection
+/// hash to find the end of the file (benches/RESULTS.md).
+pub const PROC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The backends and the routing of tables to them.
+pub struct Sources {
+    sources: Vec<Box<dyn Source>>,
+    /// Each table and the index of the source serving it.
+    routes: Vec<(Table, usize)>,
+    /// The source that takes over tables whose source is unavailable.
+    fallback: Option<usize>,
+    /// Whether each route's table has been read once: until all have, what
+    /// is known is partial and must not be taken for the truth (a `wait
+    /// --gone` would see sockets "gone" that were never read).
+    read_once: Vec<bool>,
+    /// The last transient failure, to explain a partial answer.
+    last_failure: Option<String>,
+    /// `net.ipv6.bindv6only` where the sources read it.
+    bindv6only: bool,
+    announce: bool,
+    verbose: bool,
+    /// Reused per-source list of tables to read.
+    asked: Vec<Table>,
+    /// Reused list of this read's failures.
+    failed: Vec<(Table, SourceError)>,
+}
+
+impl Sources {
+    /// Opens the sources for `plan.tables`. With `auto`, a netlink socket
+    /// that cannot be opened means /proc for every table, and a table whose
+    /// dumps turn out to be refused moves to /proc at its first read.
+    pub fn open(plan: &Plan<'_>) -> anyhow::Result<Sources> {
+        let proc = || Box::new(Proc::new(plan.proc_root)) as Box<dyn Source>;
+        let netlink = match plan.choice {
+            SourceChoice::Proc => None,
+            SourceChoice::Auto | SourceChoice::Netlink => {
+                match Netlink::open_in(netns_of(plan.proc_root).as_deref()) {
+                    Ok(netlink) => Some(netlink),
+                    Err(e) if plan.choice == SourceChoice::Netlink => {
+                        return Err(e).context("no source of socket information is usable");
+                    }
+                    Err(e) => {
+                        if plan.announce || plan.verbose {
+                            eprintln!(
+                                "sockwatch: sock_diag is unavailable ({e}); reading {}/net instead",
+                                plan.proc_root.display()
+                            );
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        let (sources, fallback): (Vec<Box<dyn Source>>, _) = match netlink {
+            Some(mut netlink) => {
+                if plan.pushed {
+                    if let Err(e) = netlink.subscribe_destroy(plan.tables) {
+                        // Closing is still seen, by polling; only later.
+                        if plan.verbose {
+                            eprintln!("sockwatch: {e}; closing is seen by polling only");
+                        }
+                    }
+                }
+                match plan.choice {
+                    SourceChoice::Auto => (vec![Box::new(netlink), proc()], Some(1)),
+                    _ => (vec![Box::new(netlink)], None),
+                }
+            }
+            None => (vec![proc()], None),
+        };
+        let routes = plan.tables.iter().map(|&t| (t, 0)).collect();
+        let mut sources = Sources::new(sources, routes, fallback, plan.verbose);
+        sources.announce = plan.announce || plan.verbose;
+        sources.bindv6only = Proc::bindv6only(plan.proc_root);
+        Ok(sources)
+    }
+
+    /// Given sources: `routes` says which source serves each table,
+    /// `fallback` which one takes over a table whose source turns out to be
+    /// unavailable.
+    pub fn new(
+        sources: Vec<Box<dyn Source>>,
+        routes: Vec<(Table, usize)>,
+        fallback: Option<usize>,
+        verbose: bool,
+    ) -> Sources {
+        Sources {
+            read_once: vec![false; routes.len()],
+            last_failure: None,
+            sources,
+            routes,
+            fallback,
+            bindv6only: false,
+            announce: verbose,
+            verbose,
+            asked: Vec::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    /// `net.ipv6.bindv6only` of the namespace read (false where unknown,
+    /// Linux's default).
+    pub fn bindv6only(&self) -> bool {
+        self.bindv6only
+    }
+
+    /// Reads every table, each from the source that serves it, appending
+    /// the sockets of the tables read completely to `out` and returning
+    /// those tables. A table whose read fails transiently is left out (what
+    /// was known of it stands); one whose source is unavailable moves to the
+    /// fallback source and is read again at once.
+    pub fn read(&mut self, out: &mut Vec<Socket>) -> anyhow::Result<Vec<Table>> {
+        let mut read = Vec::with_capacity(self.routes.len());
+        let mut pending: Vec<usize> = (0..self.sources.len()).collect();
+        while let Some(source) = pending.pop() {
+            self.asked.clear();
+            self.asked.extend(
+                self.routes
+                    .iter()
+                    .filter(|&&(_, s)| s == source)
+                    .map(|&(t, _)| t),
+            );
+            if self.asked.is_empty() {
+                continue;
+            }
+            let start = out.len();
+            self.failed.clear();
+            self.sources[source].read(&self.asked, out, &mut self.failed);
+            let failed: Vec<(Table, SourceError)> = self.failed.drain(..).collect();
+            if !failed.is_empty() {
+                // Sockets of a table that failed are never part of an answer.
+                let tail = out.split_off(start);
+                out.extend(
+                    tail.into_iter()
+                        .filter(|s| !failed.iter().any(|(t, _)| *t == s.endpoint.table())),
+                );
+            }
+            for i in 0..self.asked.len() {
+                let table = self.asked[i];
+                if !failed.iter().any(|(t, _)| *t == table) {
+                    self.mark_read(table);
+                    read.push(table);
+                }
+            }
+            for (table, error) in failed {
+                match error {
+                    SourceError::Unavailable { .. } => {
+                        let fallback = self.fall_back(table, source, error)?;
+                        if !pending.contains(&fallback) {
+                            pending.push(fallback);
+                        }
+                    }
+                    SourceError::Transient { .. } => {
+                        if self.verbose {
+                            eprintln!("sockwatch: {error}; keeping what was known of {table}");
+                        }
+                        self.last_failure = Some(error.to_string());
+                    }
+                }
+            }
+        }
+        read.sort();
+        Ok(read)
+    }
+
+    fn mark_read(&mut self, table: Table) {
+        if let Some(i) = self.routes.iter().position(|&(t, _)| t == table) {
+            self.read_once[i] = true;
+        }
+    }
+
+    /// Moves `table` from `source` to the fallback source; an error when
+    /// there is none to move to.
+    fn fall_back(
+        &mut self,
+        table: Table,
+        source: usize,
+        error: SourceError,
+    ) -> anyhow::Result<usize> {
+        match self.fallback {
+            Some(fallback) if fallback != source => {
+                if self.announce {
+                    eprintln!(
+                        "sockwatch: {} is unavailable for {table} ({error}); using {} instead",
+                        self.sources[source].kind(),
+                        self.sources[fallback].kind()
+                    );
+                }
+                for route in self.routes.iter_mut().filter(|(t, _)| *t == table) {
+                    route.1 = fallback;
+                }
+                Ok(fallback)
+            }
+            _ => Err(error).context("no source of socket information is usable"),
+        }
+    }
+
+    /// Whether every table has been read at least once, so that what is
+    /// known is the whole truth (later failures keep what was read).
+    pub fn complete(&self) -> bool {
+        self.read_once.iter().all(|&read| read)
+    }
+
+    /// Why the answer is not complete yet.
+    pub fn last_failure(&self) -> Option<&str> {
+        self.last_failure.as_deref()
+    }
+
+    /// The interval to poll at when the user did not choose one. A
+    /// long-running watch that reads any table from /proc polls less often;
+    /// a `wait` or `run` stays quick, since it ends once the answer is in.
+    pub fn default_interval(&self, long_running: bool) -> Duration {
+        let reads_proc = self
+            .routes
+            .iter()
+            .any(|&(_, source)| self.sources[source].kind() == SourceKind::Proc);
+        if long_running && reads_proc {
+            PROC_INTERVAL
+        } else {
+            NETLINK_INTERVAL
+        }
+    }
+
+    /// Which source serves which table: `tcp, tcp6 via netlink; udp via proc`.
+    pub fn describe_routes(&self) -> String {
+        let mut parts: Vec<(SourceKind, Vec<String>)> = Vec::new();
+        for (table, source) in &self.routes {
+            let kind = self.sources[*source].kind();
+            match parts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, tables)) => tables.push(table.to_string()),
+                None => parts.push((kind, vec![table.to_string()])),
+            }
+        }
+        let parts: Vec<String> = parts
+            .into_iter()
+            .map(|(kind, tables)| format!("{} via {kind}", tables.join(", ")))
+            .collect();
+        parts.join("; ")
+    }
+
+    /// The descriptors that become readable when a source pushes news, with
+    /// the index to pass to [`Sources::read_pushed`].
+    pub fn pushed_fds(&self) -> Vec<(usize, RawFd)> {
+        self.sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.pushed_fd().map(|fd| (i, fd)))
+            .collect()
+    }
+
+    /// Reads what source `source` pushed, appending the cookies of freed
+    /// sockets to `closed`.
+    pub fn read_pushed(
+        &mut self,
+        source: usize,
+        closed: &mut Vec<u64>,
+    ) -> Result<Pushed, SourceError> {
+        self.sources[source].read_pushed(closed)
+    }
+
+    /// Malformed messages or lines skipped so far, by every source.
+    pub fn skipped(&self) -> u64 {
+        self.sources.iter().map(|s| s.skipped()).sum()
+    }
+}
+
+/// The network namespace behind a `--proc-root` other than `/proc`
+/// (`/proc/<pid>/ns/net`), which netlink must enter to see the same sockets.
+fn netns_of(proc_root: &Path) -> Option<PathBuf> {
+    (proc_root != Path::new("/proc")).then(|| proc_root.join("ns/net"))
+}
