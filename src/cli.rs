@@ -287,24 +287,7 @@ fn quiet_on_broken_pipe(result: io::Result<()>) -> anyhow::Result<ControlFlow<()
 fn run_list(args: &Args, list: &ListArgs) -> anyhow::Result<ExitCode> {
     let condition = parse_condition(&list.condition)?;
     let mut watcher = Watcher::open(&options(args, condition.as_ref(), false, list.processes))?;
-    let mut events = Vec::new();
-    // A table that could not be read would print as "nothing listens":
-    // try again briefly, then say so instead.
-    for attempt in 0..3 {
-        if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        watcher.poll(&mut events)?;
-        if watcher.complete() {
-            break;
-        }
-    }
-    if !watcher.complete() {
-        anyhow::bail!(
-            "could not read every socket table: {}",
-            watcher.last_failure().unwrap_or("unknown error")
-        );
-    }
+    let events = watcher.list()?;
     let snapshot = watcher.snapshot();
     let stdout = io::stdout();
     let mut out = stdout.lock();

@@ -5,12 +5,15 @@
 //! kernel sockets behind it and, where it was looked up, the process that
 //! holds them. It is changed in two ways only, and each change is reported
 //! as [`Event`]s:
-//! - [`Snapshot::apply_table`]: a complete dump of one kernel table replaces
-//!   what was known of that table (endpoints missing from it close, new ones
-//!   appear);
+//! - [`Snapshot::apply_table`]: a complete read of one kernel table replaces
+//!   what was known of that table: new endpoints appear, and endpoints
+//!   missing from it close once a confirmation says they are gone — a dump
+//!   can skip rows when sockets in the same hash slot come and go, so an
+//!   absence is a hint, not a fact;
 //! - [`Snapshot::close_cookies`]: the kernel pushed that these sockets were
 //!   freed; an endpoint closes with its last socket (SO_REUSEPORT workers
-//!   share one endpoint).
+//!   share one endpoint), once a confirmation agrees that nothing listens
+//!   there any more (a worker a dump skipped would otherwise be forgotten).
 //!
 //! An event carries the listener as it was at that moment, owner included,
 //! so that a `socket-closed` can still be filtered on the `COMM` it had
@@ -170,14 +173,18 @@ impl Snapshot {
         self.facts(&event.endpoint, &event.listener)
     }
 
-    /// Replaces what is known of `table` by `sockets`, a complete dump of it,
-    /// appending a `socket-closed` for every endpoint of the table that is
-    /// gone and a `socket` for every new one. Endpoints whose sockets did not
-    /// change keep their owner. Returns whether anything changed.
+    /// Replaces what is known of `table` by `sockets`, a complete read of
+    /// it, appending a `socket` for every new endpoint and a `socket-closed`
+    /// for every endpoint of the table that is missing from it and that
+    /// `confirm` does not return as still listening (it is given the missing
+    /// ones and returns those that still listen; those keep what was known).
+    /// Endpoints whose sockets did not change keep their owner. Returns
+    /// whether anything changed.
     pub fn apply_table(
         &mut self,
         table: Table,
         sockets: impl IntoIterator<Item = Socket>,
+        confirm: impl FnOnce(&[Endpoint]) -> Vec<Endpoint>,
         now: SystemTime,
         events: &mut Vec<Event>,
     ) -> bool {
@@ -187,12 +194,16 @@ impl Snapshot {
             fresh.entry(socket.endpoint).or_default().push(socket);
         }
         let mut changed = false;
-        let gone: Vec<Endpoint> = self
+        let mut gone: Vec<Endpoint> = self
             .endpoints
             .keys()
             .filter(|e| e.table() == table && !fresh.contains_key(e))
             .copied()
             .collect();
+        if !gone.is_empty() {
+            let still = confirm(&gone);
+            gone.retain(|e| !still.contains(e));
+        }
         for endpoint in gone {
             let listener = self.endpoints.remove(&endpoint).expect("listed above");
             changed = true;
@@ -231,15 +242,21 @@ impl Snapshot {
         changed
     }
 
-    /// Removes the sockets whose cookies the kernel says were freed; an
-    /// endpoint whose last socket went closes, with a `socket-closed` event.
-    /// Cookies of sockets that never listened are ignored.
+    /// Removes the sockets whose cookies the kernel says were freed. An
+    /// endpoint whose last known socket went closes, with a `socket-closed`
+    /// event, unless `confirm` (given those endpoints) returns it as still
+    /// listening: then it keeps its last socket until the next read tells
+    /// which ones serve it. Cookies of sockets that never listened are
+    /// ignored. Returns whether some endpoint outlived its known sockets, so
+    /// that the caller reads its table again.
     pub fn close_cookies(
         &mut self,
         cookies: impl IntoIterator<Item = u64>,
+        confirm: impl FnOnce(&[Endpoint]) -> Vec<Endpoint>,
         now: SystemTime,
         events: &mut Vec<Event>,
-    ) {
+    ) -> bool {
+        let mut emptied = Vec::new();
         for cookie in cookies {
             let Some(endpoint) = self.cookies.remove(&cookie) else {
                 continue;
@@ -249,11 +266,22 @@ impl Snapshot {
             };
             if listener.sockets.len() > 1 {
                 listener.sockets.retain(|s| s.cookie != Some(cookie));
+            } else if !emptied.contains(&endpoint) {
+                emptied.push(endpoint);
+            }
+        }
+        if emptied.is_empty() {
+            return false;
+        }
+        let still = confirm(&emptied);
+        for endpoint in &emptied {
+            if still.contains(endpoint) {
                 continue;
             }
-            let last = self.endpoints.remove(&endpoint).expect("found above");
-            events.push(Event::new(EventKind::SocketClosed, endpoint, last, now));
+            let last = self.endpoints.remove(endpoint).expect("found above");
+            events.push(Event::new(EventKind::SocketClosed, *endpoint, last, now));
         }
+        !still.is_empty()
     }
 
     /// Records who holds `endpoint`'s sockets.
@@ -304,7 +332,13 @@ mod tests {
 
     fn apply(snapshot: &mut Snapshot, sockets: Vec<Socket>) -> Vec<String> {
         let mut events = Vec::new();
-        snapshot.apply_table(TCP4, sockets, SystemTime::now(), &mut events);
+        snapshot.apply_table(
+            TCP4,
+            sockets,
+            |_| Vec::new(),
+            SystemTime::now(),
+            &mut events,
+        );
         summary(&events)
     }
 
@@ -328,13 +362,55 @@ mod tests {
     }
 
     #[test]
+    fn an_absence_closes_nothing_until_confirmed() {
+        let mut snapshot = Snapshot::new(false);
+        apply(&mut snapshot, vec![socket(80, 1), socket(22, 2)]);
+        let mut events = Vec::new();
+        let mut asked = Vec::new();
+        snapshot.apply_table(
+            TCP4,
+            vec![socket(80, 1)],
+            |absent| {
+                asked = absent.to_vec();
+                absent.to_vec()
+            },
+            SystemTime::now(),
+            &mut events,
+        );
+        assert!(events.is_empty(), "skipped by the dump, but still there");
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].port, 22);
+        assert_eq!(snapshot.len(), 2);
+        assert_eq!(
+            apply(&mut snapshot, vec![socket(80, 1)]),
+            ["socket-closed 22"]
+        );
+    }
+
+    #[test]
+    fn a_pushed_close_of_the_last_known_socket_is_confirmed() {
+        let mut snapshot = Snapshot::new(false);
+        apply(&mut snapshot, vec![socket(80, 1)]);
+        let mut events = Vec::new();
+        let reread = snapshot.close_cookies(
+            [1001],
+            |emptied| emptied.to_vec(),
+            SystemTime::now(),
+            &mut events,
+        );
+        assert!(events.is_empty(), "another worker still serves it");
+        assert!(reread, "its table must be read again");
+        assert_eq!(snapshot.len(), 1);
+    }
+
+    #[test]
     fn an_endpoint_closes_with_its_last_socket() {
         let mut snapshot = Snapshot::new(false);
         apply(&mut snapshot, vec![socket(80, 1), socket(80, 2)]);
         let mut events = Vec::new();
-        snapshot.close_cookies([1001, 5555], SystemTime::now(), &mut events);
+        snapshot.close_cookies([1001, 5555], |_| Vec::new(), SystemTime::now(), &mut events);
         assert!(events.is_empty(), "one of two sockets closed");
-        snapshot.close_cookies([1002], SystemTime::now(), &mut events);
+        snapshot.close_cookies([1002], |_| Vec::new(), SystemTime::now(), &mut events);
         assert_eq!(summary(&events), ["socket-closed 80"]);
         let inodes: Vec<u64> = events[0].listener.inodes().collect();
         assert_eq!(inodes, [2], "the last socket known");
@@ -353,7 +429,7 @@ mod tests {
         snapshot.set_ownership(&endpoint, Ownership::Found(owner.clone()));
         assert_eq!(apply(&mut snapshot, vec![socket(80, 1)]), [""; 0]);
         let mut events = Vec::new();
-        snapshot.close_cookies([1001], SystemTime::now(), &mut events);
+        snapshot.close_cookies([1001], |_| Vec::new(), SystemTime::now(), &mut events);
         let facts = snapshot.event_facts(&events[0]);
         assert_eq!(
             facts.owner,

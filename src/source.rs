@@ -4,6 +4,8 @@
 //! - [`Source::read`]: the listening sockets of each [`Table`] asked for,
 //!   complete or not at all. A partial answer is an error, never a shorter
 //!   list, because the snapshot reads a missing socket as a closed one.
+//! - [`Source::confirm`]: whether endpoints missing from a read still listen:
+//!   an absence from one read is a hint, not a fact.
 //! - [`Source::pushed_fd`] and [`Source::read_pushed`]: optionally, a file
 //!   descriptor that becomes readable when the kernel pushes news (netlink's
 //!   destroy events), so closing is seen without waiting for the next poll.
@@ -20,7 +22,7 @@ pub mod sources;
 use std::io;
 use std::os::fd::RawFd;
 
-use crate::endpoint::{Socket, SourceKind, Table};
+use crate::endpoint::{Endpoint, Socket, SourceKind, Table};
 
 /// Why a source could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,18 @@ pub trait Source {
         out: &mut Vec<Socket>,
         failed: &mut Vec<(Table, SourceError)>,
     );
+
+    /// Which of `absent` — endpoints missing from this source's last read of
+    /// their table — still listen, appended to `present`. A read may skip
+    /// rows (the kernel resumes a dump by position in a hash slot, and
+    /// sockets leaving the slot shift it), so an absence is only a hint until
+    /// this confirms it: netlink asks the kernel for each endpoint, /proc
+    /// reads again.
+    fn confirm(
+        &mut self,
+        absent: &[Endpoint],
+        present: &mut Vec<Endpoint>,
+    ) -> Result<(), SourceError>;
 
     /// A descriptor that becomes readable when [`Source::read_pushed`] has
     /// something to read.

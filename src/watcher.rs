@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::endpoint::{Socket, Table};
+use crate::endpoint::{Endpoint, Socket, Table};
 use crate::event::{Event, EventKind};
 use crate::process::{self, Ownership};
 pub use crate::snapshot::{Listener, Snapshot};
@@ -66,6 +66,11 @@ pub enum Stop {
     /// The deadline passed.
     TimedOut,
 }
+
+/// How many more reads [`Watcher::settle`] may take.
+const SETTLE_READS: usize = 8;
+/// How many reads in a row must add nothing for [`Watcher::settle`] to stop.
+const SETTLE_QUIET: usize = 2;
 
 const SIGNALS: Token = Token(0);
 /// Pushed descriptors are registered as `Token(FIRST_SOURCE + source index)`.
@@ -159,11 +164,72 @@ impl Watcher {
                 .iter()
                 .filter(|s| s.endpoint.table() == table)
                 .cloned();
-            self.snapshot.apply_table(table, sockets, now, events);
+            let sources = &mut self.sources;
+            self.snapshot.apply_table(
+                table,
+                sockets,
+                |absent| sources.confirm(table, absent),
+                now,
+                events,
+            );
         }
         self.attach_owners(&mut events[first_new..]);
         self.report_skipped();
         Ok(())
+    }
+
+    /// Reads again until [`SETTLE_QUIET`] reads in a row find no endpoint
+    /// that the earlier ones missed (at most [`SETTLE_READS`] more reads). A
+    /// read can skip rows when sockets in the same hash slot come and go,
+    /// and the rows at risk move with the churn, so a one-shot answer
+    /// (`list`, the first answer of `watch` and `wait`) rests on the union of
+    /// reads that have stopped adding anything.
+    pub fn settle(&mut self, events: &mut Vec<Event>) -> anyhow::Result<()> {
+        let mut quiet = 0;
+        for _ in 0..SETTLE_READS {
+            let before = events.len();
+            self.poll(events)?;
+            if events[before..].iter().any(|e| e.kind == EventKind::Socket) {
+                quiet = 0;
+            } else {
+                quiet += 1;
+                if quiet == SETTLE_QUIET {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The endpoints listening now, as `socket` events in listing order:
+    /// every table read (a table that cannot be read after a few tries is an
+    /// error, not "nothing listens"), and settled.
+    pub fn list(&mut self) -> anyhow::Result<Vec<Event>> {
+        let mut events = Vec::new();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.poll(&mut events)?;
+            if self.complete() {
+                break;
+            }
+        }
+        if !self.complete() {
+            anyhow::bail!(
+                "could not read every socket table: {}",
+                self.last_failure().unwrap_or("unknown error")
+            );
+        }
+        self.settle(&mut events)?;
+        let now = SystemTime::now();
+        Ok(self
+            .snapshot
+            .iter()
+            .map(|(endpoint, listener)| {
+                Event::new(EventKind::Socket, *endpoint, listener.clone(), now)
+            })
+            .collect())
     }
 
     /// With owners wanted: finds the processes behind new endpoints (one
@@ -218,8 +284,17 @@ impl Watcher {
             }
         }
         // Closes only: no new endpoint to look up owners for.
-        self.snapshot
-            .close_cookies(self.closed.drain(..), SystemTime::now(), events);
+        let sources = &mut self.sources;
+        let reread = self.snapshot.close_cookies(
+            self.closed.drain(..),
+            |emptied| confirm_each_table(sources, emptied),
+            SystemTime::now(),
+            events,
+        );
+        if reread {
+            // A worker the last read skipped outlived the sockets we knew.
+            return self.poll(events);
+        }
         Ok(())
     }
 
@@ -266,6 +341,10 @@ impl Watcher {
 
         let mut changes = Vec::new();
         self.poll(&mut changes)?;
+        let mut reported = self.complete();
+        if reported {
+            self.settle(&mut changes)?;
+        }
         if self.verbose {
             eprintln!(
                 "sockwatch: watching {}; {} endpoint(s) listening",
@@ -273,7 +352,6 @@ impl Watcher {
                 self.snapshot.len()
             );
         }
-        let mut reported = self.complete();
         if reported && on_change(&changes, &self.snapshot)?.is_break() {
             return Ok(Stop::Done);
         }
@@ -313,6 +391,7 @@ impl Watcher {
                     continue;
                 }
                 reported = true;
+                self.settle(&mut changes)?;
                 if on_change(&changes, &self.snapshot)?.is_break() {
                     return Ok(Stop::Done);
                 }
@@ -321,6 +400,23 @@ impl Watcher {
             }
         }
     }
+}
+
+/// Which of `endpoints` still listen, each asked of its table's source.
+fn confirm_each_table(sources: &mut Sources, endpoints: &[Endpoint]) -> Vec<Endpoint> {
+    let mut tables: Vec<Table> = endpoints.iter().map(Endpoint::table).collect();
+    tables.sort();
+    tables.dedup();
+    let mut present = Vec::new();
+    for table in tables {
+        let of_table: Vec<Endpoint> = endpoints
+            .iter()
+            .filter(|e| e.table() == table)
+            .copied()
+            .collect();
+        present.extend(sources.confirm(table, &of_table));
+    }
+    present
 }
 
 /// What sockwatch cannot see of the processes behind endpoints, why, and
@@ -339,7 +435,7 @@ fn hidden_owners_message(endpoints: usize, unreadable: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{Endpoint, Family, SourceKind, Transport};
+    use crate::endpoint::{Family, SourceKind, Transport};
     use crate::source::{Source, SourceError};
     use std::collections::VecDeque;
     use std::io;
@@ -367,6 +463,9 @@ mod tests {
                     Err(e) => failed.push((table, e)),
                 }
             }
+        }
+        fn confirm(&mut self, _: &[Endpoint], _: &mut Vec<Endpoint>) -> Result<(), SourceError> {
+            Ok(())
         }
         fn read_pushed(&mut self, closed: &mut Vec<u64>) -> Result<Pushed, SourceError> {
             let (cookies, pushed) = self.pushed.pop_front().expect("scripted push");

@@ -4,6 +4,7 @@
 mod netns;
 mod support;
 
+mod churn;
 mod conditions;
 mod fallback;
 mod list;

@@ -135,6 +135,98 @@ pub(crate) fn dump_request(table: Table, seq: u32) -> Vec<u8> {
     msg
 }
 
+/// The request for the socket listening on one endpoint, without
+/// `NLM_F_DUMP`: the kernel looks it up as it would for a packet (local
+/// address and port in the `dst` fields, as udp_diag and inet_diag read
+/// them; the peer zero) and answers with one `inet_diag_msg`, or with
+/// `NLMSG_ERROR` ENOENT. The cookie is `INET_DIAG_NOCOOKIE` (all ones):
+/// "whichever socket serves this endpoint", which also answers for a
+/// SO_REUSEPORT group whose members a cookie could not name.
+pub(crate) fn lookup_request(endpoint: &Endpoint, seq: u32) -> Vec<u8> {
+    let (family, mut socket_id) = match endpoint.family() {
+        Family::Inet => (AF_INET, SocketId::new_v4()),
+        Family::Inet6 => (AF_INET6, SocketId::new_v6()),
+    };
+    socket_id.destination_address = endpoint.addr;
+    socket_id.destination_port = endpoint.port;
+    socket_id.cookie = [0xff; 8];
+    let (protocol, states) = match endpoint.transport {
+        Transport::Tcp => (IPPROTO_TCP, StateFlags::LISTEN),
+        Transport::Udp => (IPPROTO_UDP, StateFlags::CLOSE),
+    };
+    let body = InetRequest {
+        family,
+        protocol,
+        extensions: ExtensionFlags::empty(),
+        states,
+        socket_id,
+    };
+    let mut msg = vec![0u8; NLMSG_HDRLEN + body.buffer_len()];
+    body.emit(&mut msg[NLMSG_HDRLEN..]);
+    let len = msg.len() as u32;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
+    msg
+}
+
+/// The state a listener of `transport` is in: TCP `LISTEN`, UDP `CLOSE`
+/// (bound, not connected).
+fn listening_state(transport: Transport) -> u8 {
+    match transport {
+        Transport::Tcp => 10,
+        Transport::Udp => 7,
+    }
+}
+
+/// What the reply datagram to a lookup says: `Some(true)` when the socket
+/// found is a listener on exactly `endpoint` (the kernel's lookup may find
+/// a wildcard socket instead of a gone concrete one), `Some(false)` when
+/// none is, `None` when the datagram holds no answer to request `seq`.
+fn walk_lookup_datagram(
+    datagram: &[u8],
+    seq: u32,
+    port: u32,
+    endpoint: &Endpoint,
+    skipped: &mut u64,
+) -> io::Result<Option<bool>> {
+    let mut at = 0;
+    while at + NLMSG_HDRLEN <= datagram.len() {
+        let header = Header::parse(&datagram[at..]).unwrap();
+        if header.len < NLMSG_HDRLEN || at + header.len > datagram.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("malformed netlink message length {}", header.len),
+            ));
+        }
+        let payload = &datagram[at + NLMSG_HDRLEN..at + header.len];
+        at += aligned(header.len);
+        if header.seq != seq || header.port != port {
+            continue;
+        }
+        match header.kind {
+            NLMSG_ERROR => match payload_errno(payload) {
+                libc::ENOENT => return Ok(Some(false)),
+                0 => {} // an acknowledgement: the answer comes apart
+                errno => return Err(io::Error::from_raw_os_error(errno)),
+            },
+            SOCK_DIAG_BY_FAMILY => match parse_diag(payload) {
+                Some(message) => {
+                    return Ok(Some(
+                        message.addr == endpoint.addr
+                            && message.port == endpoint.port
+                            && message.state == listening_state(endpoint.transport),
+                    ));
+                }
+                None => *skipped += 1,
+            },
+            _ => *skipped += 1,
+        }
+    }
+    Ok(None)
+}
+
 /// The legacy request for every listening TCP socket, both families:
 /// `nlmsghdr` (16 bytes, type `TCPDIAG_GETSOCK`), then `struct
 /// inet_diag_req` (60 bytes): family `AF_UNSPEC`, src_len, dst_len, ext (all
@@ -488,6 +580,25 @@ impl Netlink {
 }
 
 impl Netlink {
+    /// Whether a socket listens on exactly `endpoint` now, asked of the
+    /// kernel directly rather than read from a dump, which may skip rows.
+    pub fn lookup(&mut self, endpoint: &Endpoint) -> io::Result<bool> {
+        self.seq = self.seq.wrapping_add(1);
+        let request = lookup_request(endpoint, self.seq);
+        self.dump.send_to(&request, &SocketAddr::new(0, 0), 0)?;
+        loop {
+            let from = self.recv()?;
+            if from.port_number() != 0 {
+                continue;
+            }
+            if let Some(found) =
+                walk_lookup_datagram(&self.buf, self.seq, self.port, endpoint, &mut self.skipped)?
+            {
+                return Ok(found);
+            }
+        }
+    }
+
     /// Dumps `ask`, again while the kernel says the tables changed under
     /// the walk.
     fn dump_asking(&mut self, ask: Ask, out: &mut Vec<Socket>) -> Result<(), SourceError> {
@@ -547,6 +658,26 @@ impl Source for Netlink {
                 failed.push((table, e));
             }
         }
+    }
+
+    fn confirm(
+        &mut self,
+        absent: &[Endpoint],
+        present: &mut Vec<Endpoint>,
+    ) -> Result<(), SourceError> {
+        for endpoint in absent {
+            match self.lookup(endpoint) {
+                Ok(true) => present.push(*endpoint),
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(SourceError::classify(
+                        format!("sock_diag lookup of {} failed", endpoint.table()),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn pushed_fd(&self) -> Option<RawFd> {

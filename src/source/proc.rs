@@ -65,10 +65,48 @@ impl Source for Proc {
         }
     }
 
+    /// /proc has no lookup of one socket: read the tables again, up to
+    /// [`CONFIRM_READS`] times, until every endpoint is found. What none of
+    /// the reads shows is taken as closed; the chance that churn in the same
+    /// hash slot hides a living socket from every read is what makes the
+    /// /proc source weaker here than netlink.
+    fn confirm(
+        &mut self,
+        absent: &[Endpoint],
+        present: &mut Vec<Endpoint>,
+    ) -> Result<(), SourceError> {
+        let mut missing: Vec<Endpoint> = absent.to_vec();
+        let mut tables: Vec<Table> = missing.iter().map(Endpoint::table).collect();
+        tables.sort();
+        tables.dedup();
+        let mut seen = Vec::new();
+        for _ in 0..CONFIRM_READS {
+            if missing.is_empty() {
+                break;
+            }
+            for &table in &tables {
+                seen.clear();
+                self.dump(table, &mut seen)?;
+                missing.retain(|e| {
+                    let found = seen.iter().any(|s| s.endpoint == *e);
+                    if found {
+                        present.push(*e);
+                    }
+                    !found
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn skipped(&self) -> u64 {
         self.skipped
     }
 }
+
+/// How many more reads of /proc confirm that an endpoint missing from one
+/// read is gone.
+const CONFIRM_READS: usize = 5;
 
 impl Proc {
     /// Appends the listening sockets of one table to `out`.

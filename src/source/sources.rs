@@ -21,7 +21,7 @@ use anyhow::Context;
 use super::netlink::Netlink;
 use super::proc::Proc;
 use super::{Pushed, Source, SourceError};
-use crate::endpoint::{Socket, SourceKind, Table};
+use crate::endpoint::{Endpoint, Socket, SourceKind, Table};
 
 /// Which source the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -219,6 +219,27 @@ impl Sources {
         }
         read.sort();
         Ok(read)
+    }
+
+    /// Which of `absent` (endpoints of `table` missing from its last read)
+    /// still listen, asked of the source that serves the table. When that
+    /// fails, every one of them is taken as still listening: a failed check
+    /// is never read as sockets closing.
+    pub fn confirm(&mut self, table: Table, absent: &[Endpoint]) -> Vec<Endpoint> {
+        let Some(&(_, source)) = self.routes.iter().find(|(t, _)| *t == table) else {
+            return absent.to_vec();
+        };
+        let mut present = Vec::new();
+        match self.sources[source].confirm(absent, &mut present) {
+            Ok(()) => present,
+            Err(e) => {
+                if self.verbose {
+                    eprintln!("sockwatch: {e}; keeping what was known of {table}");
+                }
+                self.last_failure = Some(e.to_string());
+                absent.to_vec()
+            }
+        }
     }
 
     fn mark_read(&mut self, table: Table) {
