@@ -401,7 +401,8 @@ fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(text) => parse_condition(std::slice::from_ref(text))?,
         None => None,
     };
-    let notify = Notify::parse(run.notify.as_deref(), std::env::var("NOTIFY_SOCKET").ok())
+    // Before anything opens a descriptor: `--notify fd:N` claims N.
+    let notify = Notify::parse(run.notify.as_deref(), std::env::var_os("NOTIFY_SOCKET"))
         .map_err(|e| UsageError(e.to_string()))?;
     let watcher = Watcher::open(&options(args, ready_on.as_ref(), false, false))?;
     let interval = check_interval(

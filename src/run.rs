@@ -277,15 +277,10 @@ fn spawn(options: &RunOptions) -> Result<u32, (u8, String)> {
 }
 
 /// Runs the service until its tree is gone; returns the exit code.
-pub fn run_service(options: RunOptions, mut watcher: Watcher) -> anyhow::Result<ExitCode> {
+pub fn run_service(mut options: RunOptions, mut watcher: Watcher) -> anyhow::Result<ExitCode> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error()).context("failed to become a child subreaper");
-    }
-    if let Notify::Fd(fd) = options.notify {
-        // The service must not inherit (and hold open) the notification fd.
-        // SAFETY: fcntl on a descriptor number has no memory-safety preconditions.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     let mut poll = Poll::new().context("failed to create the event loop")?;
     let mut signals = Signals::new(FORWARDED.iter().copied().chain([SIGCHLD]))
@@ -330,8 +325,9 @@ pub fn run_service(options: RunOptions, mut watcher: Watcher) -> anyhow::Result<
                 if options.verbose {
                     eprintln!("sockwatch: ready: {status}");
                 }
-                if let Err(e) = options.notify.ready(&status) {
-                    eprintln!("sockwatch: failed to notify readiness: {e}");
+                let notify = std::mem::replace(&mut options.notify, Notify::None);
+                if let Err(e) = notify.ready(&status) {
+                    eprintln!("sockwatch: {e}");
                 }
             }
             next_check = Instant::now() + options.interval;

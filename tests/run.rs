@@ -513,3 +513,140 @@ sys.stdin.read()
     };
     assert_eq!(lines, expected);
 }
+
+/// A Python service that listens on 127.0.0.1:`port`, writes its pid to
+/// `marker`, then runs `then` (with SIGTERM's default action: it dies of
+/// it).
+fn listening_then(port: u16, marker: &Path, then: &str) -> Vec<String> {
+    let code = format!(
+        r#"
+import os, resource, signal, socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", {port})); s.listen()
+open("{marker}", "w").write(str(os.getpid()))
+{then}
+"#,
+        marker = marker.display()
+    );
+    vec!["python3".into(), "-c".into(), code]
+}
+
+/// `sockwatch run --notify fd:N -- python3 -c 'create MARKER'`, with
+/// `file` (if any) handed down as descriptor 3.
+fn run_with_notify_fd(n: &str, file: Option<&fs::File>, marker: &Path) -> Output {
+    let creates = vec![
+        "python3".to_string(),
+        "-c".to_string(),
+        format!("open('{}', 'w').close()", marker.display()),
+    ];
+    let mut command = run_command(&["--notify", &format!("fd:{n}")], &creates, None);
+    if let Some(file) = file {
+        let fd = file.as_raw_fd();
+        // SAFETY: dup2 is async-signal-safe; it hands the file down as fd 3.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    finish(command, PROMPTLY)
+}
+
+#[test]
+fn a_notify_fd_that_was_not_handed_down_is_refused_before_the_service_starts() {
+    let _ns = Netns::enter();
+    let dir = scratch("notify-fd-refused");
+    let marker = dir.join("started");
+    // Not open: sockwatch's own sockets would take the number (3 is the
+    // first it opens) and get the newline, or be closed under it.
+    for n in ["3", "9"] {
+        let out = run_with_notify_fd(n, None, &marker);
+        assert_eq!(out.code(), 2, "{out}");
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!("sockwatch: --notify fd:{n}: descriptor {n} is not open"),
+            "{out}"
+        );
+        assert!(!marker.exists(), "the service was started\n{out}");
+    }
+    // Standard output is not a notification descriptor.
+    let out = run_with_notify_fd("1", None, &marker);
+    assert_eq!(out.code(), 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("--notify fd:1: descriptor 1 is standard")
+    );
+    assert!(!marker.exists(), "the service was started\n{out}");
+    // A regular file handed down as 3: not a pipe, socket or FIFO.
+    let log = fs::File::create(dir.join("log")).unwrap();
+    let out = run_with_notify_fd("3", Some(&log), &marker);
+    assert_eq!(out.code(), 2, "{out}");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "sockwatch: --notify fd:3: descriptor 3 is a regular file, not a pipe, socket or FIFO",
+        "{out}"
+    );
+    assert!(!marker.exists(), "the service was started\n{out}");
+    assert_eq!(fs::read(dir.join("log")).unwrap(), b"", "nothing written");
+}
+
+#[test]
+fn an_empty_notify_socket_is_treated_as_unset() {
+    let _ns = Netns::enter();
+    let dir = scratch("notify-empty");
+    let marker = dir.join("pid");
+    let service = listening_then(7002, &marker, "time.sleep(0.3)");
+    // Ready, no notification attempted, no complaint: exit 0 quietly.
+    let out = finish(
+        run_command(&["--interval", "20ms", "-v"], &service, Some("")),
+        PROMPTLY,
+    );
+    assert_eq!(out.code(), 0, "{out}");
+    assert!(
+        out.stderr
+            .contains("sockwatch: ready: listening on tcp 127.0.0.1:7002"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("notify"), "{out}");
+    // Asking for systemd with an empty NOTIFY_SOCKET is a usage error.
+    let out = finish(
+        run_command(&["--notify", "systemd"], &service, Some("")),
+        PROMPTLY,
+    );
+    assert_eq!(out.code(), 2, "{out}");
+    assert!(out.stderr.contains("needs NOTIFY_SOCKET"), "{out}");
+}
+
+#[test]
+fn a_failed_notification_names_the_socket() {
+    let _ns = Netns::enter();
+    let dir = scratch("notify-failed");
+    let marker = dir.join("pid");
+    let service = listening_then(7003, &marker, "time.sleep(0.3)");
+    // A socket file nobody listens on any more.
+    let stale = dir.join("stale");
+    drop(UnixDatagram::bind(&stale).unwrap());
+    let cases = [
+        (
+            dir.join("missing").join("notify"),
+            "No such file or directory",
+        ),
+        (stale, "Connection refused"),
+    ];
+    for (path, why) in cases {
+        let _ = fs::remove_file(&marker);
+        let out = finish(
+            run_command(&["--interval", "20ms"], &service, path.to_str()),
+            PROMPTLY,
+        );
+        assert_eq!(out.code(), 0, "the service runs on: {out}");
+        let expected = format!(
+            "sockwatch: failed to notify readiness to {}: {why}",
+            path.display()
+        );
+        assert!(out.stderr.starts_with(&expected), "{out}");
+    }
+}
