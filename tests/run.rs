@@ -7,7 +7,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -163,7 +163,17 @@ fn a_foreign_listener_does_not_make_the_service_ready() {
         PROMPTLY,
     );
     assert_eq!(out.code(), 124, "{out}");
-    assert!(out.stderr.contains("not ready after 1s"), "{out}");
+    // The message names the condition, what the service listened on, and
+    // who holds the port instead: this test process.
+    let me = std::process::id();
+    let comm = fs::read_to_string("/proc/self/comm").unwrap();
+    let expected = format!(
+        "sockwatch: 'python3' not ready after 1s: 'socket PORT=8080' does not hold over its \
+         own sockets (it listens on tcp 127.0.0.1:8081); tcp 127.0.0.1:8080 is held by \
+         another process (pid {me}, {}); stopping it",
+        comm.trim_end()
+    );
+    assert_eq!(out.stderr.trim_end(), expected, "{out}");
     socket.set_nonblocking(true).unwrap();
     assert!(
         socket.recv(&mut [0u8; 64]).is_err(),
@@ -315,15 +325,20 @@ fn exit_statuses() {
         PROMPTLY,
     );
     assert_eq!(out.code(), 7, "{out}");
-    // Killed by a signal: 128 + 9.
+    // Killed by a signal before it was ready: sockwatch dies of the same
+    // signal, and says which by name.
     let killed = vec![
         "python3".into(),
         "-c".into(),
         "import os; os.kill(os.getpid(), 9)".into(),
     ];
     let out = finish(run_command(&["--notify", "none"], &killed, None), PROMPTLY);
-    assert_eq!(out.code(), 137, "{out}");
-    assert!(out.stderr.contains("before it was ready"), "{out}");
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out}");
+    assert!(
+        out.stderr
+            .contains("'python3' was killed by SIGKILL before it was ready"),
+        "{out}"
+    );
     // Exits before it is ready: its status, and one line saying so.
     let early = vec![
         "python3".into(),
@@ -345,6 +360,11 @@ fn exit_statuses() {
         PROMPTLY,
     );
     assert_eq!(out.code(), 124, "{out}");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "sockwatch: 'sleep' not ready after 300ms: it listens on nothing; stopping it",
+        "{out}"
+    );
     // Cannot be started.
     let out = finish(
         run_command(&[], &["/nonexistent/daemon".into()], None),
@@ -529,6 +549,84 @@ open("{marker}", "w").write(str(os.getpid()))
         marker = marker.display()
     );
     vec!["python3".into(), "-c".into(), code]
+}
+
+/// Waits until `marker` holds the service's pid.
+fn service_pid(marker: &Path) -> libc::pid_t {
+    let until = std::time::Instant::now() + PROMPTLY;
+    loop {
+        if let Ok(pid) = fs::read_to_string(marker).unwrap_or_default().parse() {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the service did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_service_that_dies_of_a_signal_takes_sockwatch_with_it() {
+    let _ns = Netns::enter();
+    let dir = scratch("die-by-signal");
+    let marker = dir.join("pid");
+    // As systemd stops a unit: SIGTERM to sockwatch, forwarded; the service
+    // dies of it, and so does sockwatch (not exit 143, which systemd would
+    // count as a failure).
+    let service = listening_then(8080, &marker, "time.sleep(60)");
+    let mut run = Running::spawn(run_command(&["--notify", "none"], &service, None));
+    service_pid(&marker);
+    let status = run.signal(libc::SIGTERM);
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    assert!(!status.core_dumped(), "{status}");
+
+    // Killed from outside by SIGKILL: sockwatch dies of SIGKILL.
+    fs::remove_file(&marker).unwrap();
+    let run = Running::spawn(run_command(&["--notify", "none"], &service, None));
+    let pid = service_pid(&marker);
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let (status, stderr) = run.finish();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}\n{stderr}");
+
+    // A core-dumping signal: the service's death is passed on, but
+    // sockwatch writes no core of its own, even where cores are allowed.
+    fs::remove_file(&marker).unwrap();
+    let quits = listening_then(
+        8080,
+        &marker,
+        "resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); os.kill(os.getpid(), signal.SIGQUIT)",
+    );
+    let mut command = run_command(&["--notify", "none"], &quits, None);
+    command.current_dir(&dir);
+    // SAFETY: getrlimit and setrlimit are async-signal-safe; `limit` lives
+    // on this closure's stack for both calls.
+    unsafe {
+        command.pre_exec(|| {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_CORE, &mut limit);
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_CORE, &limit);
+            Ok(())
+        });
+    }
+    let out = finish(command, PROMPTLY);
+    assert_eq!(out.status.signal(), Some(libc::SIGQUIT), "{out}");
+    assert!(!out.status.core_dumped(), "{out}");
+    let cores: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("core"))
+        .collect();
+    assert!(cores.is_empty(), "sockwatch dumped core: {cores:?}");
+
+    // An exit code is passed through as it is.
+    fs::remove_file(&marker).unwrap();
+    let exits = listening_then(8080, &marker, "time.sleep(0.2); sys.exit(3)");
+    let out = finish(run_command(&["--notify", "none"], &exits, None), PROMPTLY);
+    assert_eq!(out.code(), 3, "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
 }
 
 /// `sockwatch run --notify fd:N -- python3 -c 'create MARKER'`, with
