@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -20,6 +20,28 @@ fn scratch(test: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Makes `fd` the child's descriptor 3, open across exec, as a supervisor
+/// hands down its notification descriptor. `fd` may itself be 3 (the test
+/// harness's threads open and close files meanwhile): dup2 onto itself would
+/// leave close-on-exec set, so that case clears the flag instead.
+fn hand_down_as_3(command: &mut Command, fd: RawFd) {
+    // SAFETY: dup2 and fcntl are async-signal-safe, and the closure
+    // allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A Python service: after `delay` seconds it listens on TCP `port` of
@@ -290,16 +312,7 @@ fn fd_notification_writes_a_newline_and_closes() {
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let service = service(0.2, 7000, &marker, 30.0, 0, 0);
     let mut command = run_command(&["--notify", "fd:3", "--interval", "20ms"], &service, None);
-    let write_fd = write_end.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe; it hands the pipe to the child as fd 3.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(write_fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    hand_down_as_3(&mut command, write_end.as_raw_fd());
     let mut run = Running::spawn(command);
     drop(write_end);
     let mut pipe = fs::File::from(read_end);
@@ -639,16 +652,7 @@ fn run_with_notify_fd(n: &str, file: Option<&fs::File>, marker: &Path) -> Output
     ];
     let mut command = run_command(&["--notify", &format!("fd:{n}")], &creates, None);
     if let Some(file) = file {
-        let fd = file.as_raw_fd();
-        // SAFETY: dup2 is async-signal-safe; it hands the file down as fd 3.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        hand_down_as_3(&mut command, file.as_raw_fd());
     }
     finish(command, PROMPTLY)
 }
