@@ -18,7 +18,7 @@ use crate::event::{Event, Format};
 use crate::exit;
 use crate::hook::{self, Hooks};
 use crate::notify::Notify;
-use crate::run::RunOptions;
+use crate::run::{Outcome, RunOptions};
 use crate::watcher::{self, Options, SourceChoice, Stop, Watcher};
 
 /// Know from the kernel when a service is listening, without poking it.
@@ -86,8 +86,8 @@ Examples:
 
 Ready when the condition holds over the endpoints the service's own process
 tree listens on (without --ready-on: as soon as it listens on anything).
-Exits with the service's status (128+N when killed by signal N); 124 after
---timeout, 126 or 127 when PROGRAM cannot be run.")]
+Exits with the service's status (killed by signal N: dies of signal N too);
+124 after --timeout, 126 or 127 when PROGRAM cannot be run.")]
     Run(RunArgs),
 }
 
@@ -384,14 +384,15 @@ fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(text) => parse_condition(std::slice::from_ref(text))?,
         None => None,
     };
-    let notify = Notify::parse(run.notify.as_deref(), std::env::var("NOTIFY_SOCKET").ok())
+    // Before anything opens a descriptor: `--notify fd:N` claims N.
+    let notify = Notify::parse(run.notify.as_deref(), std::env::var_os("NOTIFY_SOCKET"))
         .map_err(|e| UsageError(e.to_string()))?;
     let watcher = Watcher::open(&options(args, ready_on.as_ref(), false, false))?;
     let interval = check_interval(
         run.interval
             .unwrap_or_else(|| watcher.default_interval(false)),
     )?;
-    crate::run::run_service(
+    let outcome = crate::run::run_service(
         RunOptions {
             ready_on,
             notify,
@@ -403,5 +404,10 @@ fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
             verbose: args.verbose,
         },
         watcher,
-    )
+    )?;
+    match outcome {
+        Outcome::Exit(code) => Ok(ExitCode::from(code)),
+        // The service died of a signal: so does sockwatch, as the last act.
+        Outcome::Signal(signal) => crate::sys::die_by_signal(signal),
+    }
 }

@@ -18,4 +18,5 @@ pub mod process;
 pub mod run;
 pub mod snapshot;
 pub mod source;
+pub mod sys;
 pub mod watcher;

@@ -4,22 +4,29 @@
 //! - systemd's sd_notify(3): one datagram of `KEY=VALUE` lines to the
 //!   AF_UNIX socket named by `$NOTIFY_SOCKET` (a filesystem path, or an
 //!   abstract name written with a leading `@`). `READY=1` and `STATUS=` go in
-//!   the same datagram, so the manager never sees one without the other.
+//!   the same datagram, so the manager never sees one without the other. An
+//!   empty `$NOTIFY_SOCKET` is no socket, as sd_notify reads it.
 //! - s6's notification-fd: a newline written to a descriptor the supervisor
-//!   handed down, which is then closed.
+//!   handed down, which is then closed. The number comes from the command
+//!   line, so it is checked and owned (see [`crate::sys::claim_fd`]) while
+//!   parsing, before sockwatch opens anything that could take that number.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
+use crate::sys::{self, ClaimError};
+
 /// How readiness is announced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Notify {
     /// sd_notify to the socket at this address (`$NOTIFY_SOCKET`).
-    Systemd(String),
+    Systemd(OsString),
     /// A newline on this descriptor, which is then closed.
-    Fd(RawFd),
+    Fd(OwnedFd),
     /// Nothing.
     None,
 }
@@ -33,11 +40,35 @@ pub enum NotifyError {
     /// `--notify systemd` without `$NOTIFY_SOCKET`.
     #[error("--notify systemd needs NOTIFY_SOCKET in the environment")]
     NoSocket,
+    /// `--notify fd:N` where N is not a descriptor handed down to us.
+    #[error("--notify fd:{fd}: {reason}")]
+    Descriptor {
+        /// The number given.
+        fd: RawFd,
+        /// What is wrong with it.
+        reason: ClaimError,
+    },
+}
+
+/// Readiness could not be announced.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to notify readiness to {target}: {cause}")]
+pub struct NotifyFailed {
+    /// Where it was to go: the socket's address, or `descriptor N`.
+    target: String,
+    /// What went wrong.
+    cause: io::Error,
 }
 
 impl Notify {
-    /// Parses `--notify`; without it, systemd when `$NOTIFY_SOCKET` is set.
-    pub fn parse(arg: Option<&str>, notify_socket: Option<String>) -> Result<Notify, NotifyError> {
+    /// Parses `--notify`; without it, systemd when `$NOTIFY_SOCKET` is set
+    /// (and not empty). `fd:N` takes descriptor N over, so call this before
+    /// opening any file.
+    pub fn parse(
+        arg: Option<&str>,
+        notify_socket: Option<OsString>,
+    ) -> Result<Notify, NotifyError> {
+        let notify_socket = notify_socket.filter(|s| !s.is_empty());
         match arg {
             None => Ok(notify_socket.map_or(Notify::None, Notify::Systemd)),
             Some("systemd") => notify_socket
@@ -45,25 +76,30 @@ impl Notify {
                 .ok_or(NotifyError::NoSocket),
             Some("none") => Ok(Notify::None),
             Some(other) => match other.strip_prefix("fd:").and_then(|n| n.parse().ok()) {
-                Some(fd) if fd >= 0 => Ok(Notify::Fd(fd)),
+                Some(fd) if fd >= 0 => sys::claim_fd(fd)
+                    .map(Notify::Fd)
+                    .map_err(|reason| NotifyError::Descriptor { fd, reason }),
                 _ => Err(NotifyError::Unknown(other.to_owned())),
             },
         }
     }
 
-    /// Announces readiness, with `status` as the human-readable state.
-    pub fn ready(&self, status: &str) -> io::Result<()> {
+    /// Announces readiness, with `status` as the human-readable state. Once:
+    /// it consumes the notification (and closes the descriptor).
+    pub fn ready(self, status: &str) -> Result<(), NotifyFailed> {
         match self {
             Notify::Systemd(address) => {
                 let message = format!("READY=1\nSTATUS={}\n", status.replace('\n', " "));
-                send_datagram(address, message.as_bytes())
+                send_datagram(&address, message.as_bytes()).map_err(|cause| NotifyFailed {
+                    target: address.to_string_lossy().into_owned(),
+                    cause,
+                })
             }
             Notify::Fd(fd) => {
-                // SAFETY: the service manager handed this descriptor to us for
-                // exactly this use; we take it over and close it after writing.
-                let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
-                let mut file = std::fs::File::from(owned);
-                file.write_all(b"\n")
+                let target = format!("descriptor {}", fd.as_raw_fd());
+                std::fs::File::from(fd)
+                    .write_all(b"\n")
+                    .map_err(|cause| NotifyFailed { target, cause })
             }
             Notify::None => Ok(()),
         }
@@ -71,11 +107,11 @@ impl Notify {
 }
 
 /// Sends one datagram to a `$NOTIFY_SOCKET` address.
-fn send_datagram(address: &str, message: &[u8]) -> io::Result<()> {
+fn send_datagram(address: &OsStr, message: &[u8]) -> io::Result<()> {
     let socket = UnixDatagram::unbound()?;
-    match address.strip_prefix('@') {
+    match address.as_bytes().strip_prefix(b"@") {
         Some(name) => {
-            let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+            let addr = SocketAddr::from_abstract_name(name)?;
             socket.send_to_addr(message, &addr)?;
         }
         None => {
@@ -91,29 +127,49 @@ mod tests {
 
     #[test]
     fn parses_the_choices() {
-        let socket = Some("/run/notify".to_string());
-        assert_eq!(Notify::parse(None, None).unwrap(), Notify::None);
-        assert_eq!(
-            Notify::parse(None, socket.clone()).unwrap(),
-            Notify::Systemd("/run/notify".into())
-        );
-        assert_eq!(
-            Notify::parse(Some("fd:3"), socket.clone()).unwrap(),
-            Notify::Fd(3)
-        );
-        assert_eq!(Notify::parse(Some("none"), socket).unwrap(), Notify::None);
+        let socket = Some(OsString::from("/run/notify"));
+        assert!(matches!(Notify::parse(None, None), Ok(Notify::None)));
+        assert!(matches!(
+            Notify::parse(None, socket.clone()),
+            Ok(Notify::Systemd(path)) if path == "/run/notify"
+        ));
+        assert!(matches!(
+            Notify::parse(Some("none"), socket),
+            Ok(Notify::None)
+        ));
         assert!(matches!(
             Notify::parse(Some("systemd"), None),
             Err(NotifyError::NoSocket)
         ));
+        for bad in ["fd:x", "fd:-1", "fd:", "upstart"] {
+            assert!(
+                matches!(Notify::parse(Some(bad), None), Err(NotifyError::Unknown(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_notify_socket_is_no_socket() {
+        let empty = Some(OsString::new());
         assert!(matches!(
-            Notify::parse(Some("fd:x"), None),
-            Err(NotifyError::Unknown(_))
+            Notify::parse(None, empty.clone()),
+            Ok(Notify::None)
         ));
         assert!(matches!(
-            Notify::parse(Some("upstart"), None),
-            Err(NotifyError::Unknown(_))
+            Notify::parse(Some("systemd"), empty),
+            Err(NotifyError::NoSocket)
         ));
+    }
+
+    #[test]
+    fn a_descriptor_that_is_not_ours_to_take_is_named() {
+        let error = Notify::parse(Some("fd:1"), None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--notify fd:1: descriptor 1 is standard input, output or error, \
+             not a notification descriptor"
+        );
     }
 
     #[test]
@@ -123,12 +179,24 @@ mod tests {
         let path = dir.join("notify");
         let _ = std::fs::remove_file(&path);
         let receiver = UnixDatagram::bind(&path).unwrap();
-        Notify::Systemd(path.to_str().unwrap().into())
+        Notify::Systemd(path.clone().into())
             .ready("listening on tcp 0.0.0.0:80")
             .unwrap();
         let mut buf = [0u8; 256];
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=listening on tcp 0.0.0.0:80\n");
+        drop(receiver);
+        // Nothing listens there any more: the error names the path.
+        let error = Notify::Systemd(path.clone().into())
+            .ready("listening")
+            .unwrap_err();
+        assert!(
+            error.to_string().starts_with(&format!(
+                "failed to notify readiness to {}: ",
+                path.display()
+            )),
+            "{error}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

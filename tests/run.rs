@@ -4,10 +4,10 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -20,6 +20,28 @@ fn scratch(test: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Makes `fd` the child's descriptor 3, open across exec, as a supervisor
+/// hands down its notification descriptor. `fd` may itself be 3 (the test
+/// harness's threads open and close files meanwhile): dup2 onto itself would
+/// leave close-on-exec set, so that case clears the flag instead.
+fn hand_down_as_3(command: &mut Command, fd: RawFd) {
+    // SAFETY: dup2 and fcntl are async-signal-safe, and the closure
+    // allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A Python service: after `delay` seconds it listens on TCP `port` of
@@ -163,7 +185,17 @@ fn a_foreign_listener_does_not_make_the_service_ready() {
         PROMPTLY,
     );
     assert_eq!(out.code(), 124, "{out}");
-    assert!(out.stderr.contains("not ready after 1s"), "{out}");
+    // The message names the condition, what the service listened on, and
+    // who holds the port instead: this test process.
+    let me = std::process::id();
+    let comm = fs::read_to_string("/proc/self/comm").unwrap();
+    let expected = format!(
+        "sockwatch: 'python3' not ready after 1s: 'socket PORT=8080' does not hold over its \
+         own sockets (it listens on tcp 127.0.0.1:8081); tcp 127.0.0.1:8080 is held by \
+         another process (pid {me}, {}); stopping it",
+        comm.trim_end()
+    );
+    assert_eq!(out.stderr.trim_end(), expected, "{out}");
     socket.set_nonblocking(true).unwrap();
     assert!(
         socket.recv(&mut [0u8; 64]).is_err(),
@@ -280,16 +312,7 @@ fn fd_notification_writes_a_newline_and_closes() {
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let service = service(0.2, 7000, &marker, 30.0, 0, 0);
     let mut command = run_command(&["--notify", "fd:3", "--interval", "20ms"], &service, None);
-    let write_fd = write_end.as_raw_fd();
-    // SAFETY: dup2 is async-signal-safe; it hands the pipe to the child as fd 3.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(write_fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    hand_down_as_3(&mut command, write_end.as_raw_fd());
     let mut run = Running::spawn(command);
     drop(write_end);
     let mut pipe = fs::File::from(read_end);
@@ -315,15 +338,20 @@ fn exit_statuses() {
         PROMPTLY,
     );
     assert_eq!(out.code(), 7, "{out}");
-    // Killed by a signal: 128 + 9.
+    // Killed by a signal before it was ready: sockwatch dies of the same
+    // signal, and says which by name.
     let killed = vec![
         "python3".into(),
         "-c".into(),
         "import os; os.kill(os.getpid(), 9)".into(),
     ];
     let out = finish(run_command(&["--notify", "none"], &killed, None), PROMPTLY);
-    assert_eq!(out.code(), 137, "{out}");
-    assert!(out.stderr.contains("before it was ready"), "{out}");
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{out}");
+    assert!(
+        out.stderr
+            .contains("'python3' was killed by SIGKILL before it was ready"),
+        "{out}"
+    );
     // Exits before it is ready: its status, and one line saying so.
     let early = vec![
         "python3".into(),
@@ -345,6 +373,11 @@ fn exit_statuses() {
         PROMPTLY,
     );
     assert_eq!(out.code(), 124, "{out}");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "sockwatch: 'sleep' not ready after 300ms: it listens on nothing; stopping it",
+        "{out}"
+    );
     // Cannot be started.
     let out = finish(
         run_command(&[], &["/nonexistent/daemon".into()], None),
@@ -512,4 +545,210 @@ sys.stdin.read()
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(lines, expected);
+}
+
+/// A Python service that listens on 127.0.0.1:`port`, writes its pid to
+/// `marker`, then runs `then` (with SIGTERM's default action: it dies of
+/// it).
+fn listening_then(port: u16, marker: &Path, then: &str) -> Vec<String> {
+    let code = format!(
+        r#"
+import os, resource, signal, socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", {port})); s.listen()
+open("{marker}", "w").write(str(os.getpid()))
+{then}
+"#,
+        marker = marker.display()
+    );
+    vec!["python3".into(), "-c".into(), code]
+}
+
+/// Waits until `marker` holds the service's pid.
+fn service_pid(marker: &Path) -> libc::pid_t {
+    let until = std::time::Instant::now() + PROMPTLY;
+    loop {
+        if let Ok(pid) = fs::read_to_string(marker).unwrap_or_default().parse() {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the service did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_service_that_dies_of_a_signal_takes_sockwatch_with_it() {
+    let _ns = Netns::enter();
+    let dir = scratch("die-by-signal");
+    let marker = dir.join("pid");
+    // As systemd stops a unit: SIGTERM to sockwatch, forwarded; the service
+    // dies of it, and so does sockwatch (not exit 143, which systemd would
+    // count as a failure).
+    let service = listening_then(8080, &marker, "time.sleep(60)");
+    let mut run = Running::spawn(run_command(&["--notify", "none"], &service, None));
+    service_pid(&marker);
+    let status = run.signal(libc::SIGTERM);
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    assert!(!status.core_dumped(), "{status}");
+
+    // Killed from outside by SIGKILL: sockwatch dies of SIGKILL.
+    fs::remove_file(&marker).unwrap();
+    let run = Running::spawn(run_command(&["--notify", "none"], &service, None));
+    let pid = service_pid(&marker);
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let (status, stderr) = run.finish();
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}\n{stderr}");
+
+    // A core-dumping signal: the service's death is passed on, but
+    // sockwatch writes no core of its own, even where cores are allowed.
+    fs::remove_file(&marker).unwrap();
+    let quits = listening_then(
+        8080,
+        &marker,
+        "resource.setrlimit(resource.RLIMIT_CORE, (0, 0)); os.kill(os.getpid(), signal.SIGQUIT)",
+    );
+    let mut command = run_command(&["--notify", "none"], &quits, None);
+    command.current_dir(&dir);
+    // SAFETY: getrlimit and setrlimit are async-signal-safe; `limit` lives
+    // on this closure's stack for both calls.
+    unsafe {
+        command.pre_exec(|| {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_CORE, &mut limit);
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_CORE, &limit);
+            Ok(())
+        });
+    }
+    let out = finish(command, PROMPTLY);
+    assert_eq!(out.status.signal(), Some(libc::SIGQUIT), "{out}");
+    assert!(!out.status.core_dumped(), "{out}");
+    let cores: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("core"))
+        .collect();
+    assert!(cores.is_empty(), "sockwatch dumped core: {cores:?}");
+
+    // An exit code is passed through as it is.
+    fs::remove_file(&marker).unwrap();
+    let exits = listening_then(8080, &marker, "time.sleep(0.2); sys.exit(3)");
+    let out = finish(run_command(&["--notify", "none"], &exits, None), PROMPTLY);
+    assert_eq!(out.code(), 3, "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+}
+
+/// `sockwatch run --notify fd:N -- python3 -c 'create MARKER'`, with
+/// `file` (if any) handed down as descriptor 3.
+fn run_with_notify_fd(n: &str, file: Option<&fs::File>, marker: &Path) -> Output {
+    let creates = vec![
+        "python3".to_string(),
+        "-c".to_string(),
+        format!("open('{}', 'w').close()", marker.display()),
+    ];
+    let mut command = run_command(&["--notify", &format!("fd:{n}")], &creates, None);
+    if let Some(file) = file {
+        hand_down_as_3(&mut command, file.as_raw_fd());
+    }
+    finish(command, PROMPTLY)
+}
+
+#[test]
+fn a_notify_fd_that_was_not_handed_down_is_refused_before_the_service_starts() {
+    let _ns = Netns::enter();
+    let dir = scratch("notify-fd-refused");
+    let marker = dir.join("started");
+    // Not open: sockwatch's own sockets would take the number (3 is the
+    // first it opens) and get the newline, or be closed under it.
+    for n in ["3", "9"] {
+        let out = run_with_notify_fd(n, None, &marker);
+        assert_eq!(out.code(), 2, "{out}");
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!("sockwatch: --notify fd:{n}: descriptor {n} is not open"),
+            "{out}"
+        );
+        assert!(!marker.exists(), "the service was started\n{out}");
+    }
+    // Standard output is not a notification descriptor.
+    let out = run_with_notify_fd("1", None, &marker);
+    assert_eq!(out.code(), 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("--notify fd:1: descriptor 1 is standard")
+    );
+    assert!(!marker.exists(), "the service was started\n{out}");
+    // A regular file handed down as 3: not a pipe, socket or FIFO.
+    let log = fs::File::create(dir.join("log")).unwrap();
+    let out = run_with_notify_fd("3", Some(&log), &marker);
+    assert_eq!(out.code(), 2, "{out}");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "sockwatch: --notify fd:3: descriptor 3 is a regular file, not a pipe, socket or FIFO",
+        "{out}"
+    );
+    assert!(!marker.exists(), "the service was started\n{out}");
+    assert_eq!(fs::read(dir.join("log")).unwrap(), b"", "nothing written");
+}
+
+#[test]
+fn an_empty_notify_socket_is_treated_as_unset() {
+    let _ns = Netns::enter();
+    let dir = scratch("notify-empty");
+    let marker = dir.join("pid");
+    let service = listening_then(7002, &marker, "time.sleep(0.3)");
+    // Ready, no notification attempted, no complaint: exit 0 quietly.
+    let out = finish(
+        run_command(&["--interval", "20ms", "-v"], &service, Some("")),
+        PROMPTLY,
+    );
+    assert_eq!(out.code(), 0, "{out}");
+    assert!(
+        out.stderr
+            .contains("sockwatch: ready: listening on tcp 127.0.0.1:7002"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("notify"), "{out}");
+    // Asking for systemd with an empty NOTIFY_SOCKET is a usage error.
+    let out = finish(
+        run_command(&["--notify", "systemd"], &service, Some("")),
+        PROMPTLY,
+    );
+    assert_eq!(out.code(), 2, "{out}");
+    assert!(out.stderr.contains("needs NOTIFY_SOCKET"), "{out}");
+}
+
+#[test]
+fn a_failed_notification_names_the_socket() {
+    let _ns = Netns::enter();
+    let dir = scratch("notify-failed");
+    let marker = dir.join("pid");
+    let service = listening_then(7003, &marker, "time.sleep(0.3)");
+    // A socket file nobody listens on any more.
+    let stale = dir.join("stale");
+    drop(UnixDatagram::bind(&stale).unwrap());
+    let cases = [
+        (
+            dir.join("missing").join("notify"),
+            "No such file or directory",
+        ),
+        (stale, "Connection refused"),
+    ];
+    for (path, why) in cases {
+        let _ = fs::remove_file(&marker);
+        let out = finish(
+            run_command(&["--interval", "20ms"], &service, path.to_str()),
+            PROMPTLY,
+        );
+        assert_eq!(out.code(), 0, "the service runs on: {out}");
+        let expected = format!(
+            "sockwatch: failed to notify readiness to {}: {why}",
+            path.display()
+        );
+        assert!(out.stderr.starts_with(&expected), "{out}");
+    }
 }

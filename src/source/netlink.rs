@@ -20,7 +20,7 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
 use super::{Pushed, Source, SourceError};
 use crate::endpoint::{Endpoint, Family, Socket, SourceKind, Table, Transport};
+use crate::sys;
 
 /// Receive buffer: what iproute2 uses, and the most a dump datagram holds.
 const RECV_BUF: usize = 32 * 1024;
@@ -462,12 +463,7 @@ impl Netlink {
         let what = format!("failed to enter the network namespace {}", netns.display());
         let enter = |path: &Path| -> io::Result<()> {
             let file = std::fs::File::open(path)?;
-            // SAFETY: setns on a namespace descriptor we own; it changes only
-            // this thread's namespace.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
+            sys::setns(file.as_fd(), libc::CLONE_NEWNET)
         };
         let own = std::fs::File::open("/proc/thread-self/ns/net")
             .map_err(|e| SourceError::classify(what.clone(), e))?;
@@ -475,11 +471,10 @@ impl Netlink {
         // Sockets belong to the namespace they were made in: open, then go
         // home.
         let opened = Netlink::open();
-        // SAFETY: as above, with the descriptor of our own namespace.
-        if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        if let Err(cause) = sys::setns(own.as_fd(), libc::CLONE_NEWNET) {
             return Err(SourceError::Transient {
                 what: "failed to return to our network namespace".into(),
-                cause: io::Error::last_os_error(),
+                cause,
             });
         }
         opened
@@ -495,7 +490,8 @@ impl Netlink {
         let addr = dump
             .bind_auto()
             .map_err(|e| SourceError::classify(what, e))?;
-        set_timeout(dump.as_raw_fd(), DUMP_TIMEOUT).map_err(|e| SourceError::classify(what, e))?;
+        sys::set_receive_timeout(dump.as_fd(), DUMP_TIMEOUT)
+            .map_err(|e| SourceError::classify(what, e))?;
         Ok(Netlink {
             dump,
             port: addr.port_number(),
@@ -740,30 +736,6 @@ fn walk_destroy_datagram(datagram: &[u8], skipped: &mut u64, closed: &mut Vec<u6
             },
             _ => *skipped += 1,
         }
-    }
-}
-
-/// Bounds every blocking receive on the dump socket.
-fn set_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
-    };
-    // SAFETY: `tv` is a valid timeval that outlives the call, and its size is
-    // passed as the option length.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }
 
