@@ -103,11 +103,7 @@ struct ListArgs {
     processes: bool,
 
     /// Only endpoints that satisfy a clause of this condition.
-    #[arg(
-        value_name = "CONDITION",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "CONDITION")]
     condition: Vec<String>,
 }
 
@@ -160,12 +156,7 @@ struct WaitArgs {
     gone: bool,
 
     /// The condition, e.g. `socket PROTO=inet PORT=80`.
-    #[arg(
-        value_name = "CONDITION",
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "CONDITION", required = true)]
     condition: Vec<String>,
 }
 
@@ -421,4 +412,15 @@ fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
         },
         watcher,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
 }

@@ -4,6 +4,7 @@
 mod netns;
 mod support;
 
+mod cli;
 mod conditions;
 mod fallback;
 mod list;

@@ -1,0 +1,86 @@
+//! The front door: where options may go, durations the clock cannot hold,
+//! checks made before anything starts, and what `-v` says. Each mistake a
+//! user can type gets a clear usage error (exit 2), never a panic, a hang
+//! or a silent wrong answer.
+
+use std::time::Duration;
+
+use crate::each_source;
+use crate::support::*;
+
+each_source!(
+    list_takes_options_after_the_condition,
+    wait_takes_gone_after_the_condition,
+);
+
+fn list_takes_options_after_the_condition(source: &str) {
+    let _ns = Netns::enter();
+    let _web = tcp("127.0.0.1:80");
+    let _other = tcp("127.0.0.1:81");
+    let out = run(source, &["list", "socket", "inet", "80", "--json"]);
+    assert_eq!(out.code(), 0, "{out}");
+    let lines = out.lines();
+    assert_eq!(lines.len(), 1, "one listener selected: {out}");
+    let object: serde_json::Value =
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    assert_eq!(object["port"], 80, "{out}");
+    assert_eq!(object["addr"], "127.0.0.1", "{out}");
+    // Between condition words too, and after `--` everything is condition.
+    let out = run(source, &["list", "socket", "--json", "PORT=80"]);
+    assert_eq!(out.code(), 0, "{out}");
+    assert!(out.stdout.starts_with('{'), "{out}");
+    let out = run(source, &["list", "--", "socket", "PORT=81"]);
+    assert_eq!(out.code(), 0, "{out}");
+    assert_lines(
+        &out.lines(),
+        &["socket PROTO=inet PORT=81 ADDR=127.0.0.1 TRANSPORT=tcp"],
+    );
+}
+
+fn wait_takes_gone_after_the_condition(source: &str) {
+    let _ns = Netns::enter();
+    let web = tcp("127.0.0.1:80");
+    let mut wait = Running::start_watching(
+        source,
+        &["wait", "socket", "inet", "80", "--gone", "--timeout", "20s"],
+    );
+    // It waits for the listener to go, not (as a condition word) for it to
+    // hold, which it already does.
+    wait.still_running_after(Duration::from_millis(300));
+    drop(web);
+    let (status, stderr) = wait.finish();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    // And `--` still ends the options.
+    let _web = tcp("127.0.0.1:80");
+    let out = run(
+        source,
+        &["wait", "--timeout", "5s", "--", "socket", "PORT=80"],
+    );
+    assert_eq!(out.code(), 0, "{out}");
+}
+
+#[test]
+fn a_mistyped_option_gets_a_suggestion_not_a_condition_error() {
+    let _ns = Netns::enter();
+    let _web = tcp("127.0.0.1:80");
+    for (args, suggested) in [
+        (&["list", "--jsn"][..], "--json"),
+        (&["list", "socket", "PORT=80", "--jsn"], "--json"),
+        (&["wait", "socket", "PORT=80", "--gnoe"], "--gone"),
+        (
+            &["watch", "socket", "PORT=80", "--no-inital"],
+            "--no-initial",
+        ),
+    ] {
+        let out = run("netlink", args);
+        assert_eq!(out.code(), 2, "{args:?}: {out}");
+        assert!(
+            out.stderr
+                .contains(&format!("unexpected argument '{}'", args.last().unwrap()))
+                && out.stderr.contains(&format!("'{suggested}'")),
+            "{args:?}: {out}"
+        );
+        assert!(!out.stderr.contains("condition"), "{args:?}: {out}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out}");
+    }
+}
