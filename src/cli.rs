@@ -119,10 +119,10 @@ struct WatchArgs {
     processes: bool,
 
     /// How often to poll for new listeners (closing is pushed by the
-    /// kernel): 50ms, 1s, or a number of seconds. Default 50ms; 500ms when
-    /// reading /proc, whose every poll makes the kernel walk its connection
-    /// hash.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// kernel): 50ms, 1s, or a number of seconds, at most 10 years. Default
+    /// 50ms; 500ms when reading /proc, whose every poll makes the kernel
+    /// walk its connection hash.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     interval: Option<Duration>,
 
     /// Print only changes, not the endpoints already listening.
@@ -143,12 +143,12 @@ struct WatchArgs {
 #[derive(Debug, ClapArgs)]
 struct WaitArgs {
     /// Give up after this long (exit 124): 500ms, 30s, 2m, or a number of
-    /// seconds. Waits forever when not given.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// seconds, at most 10 years. Waits forever when not given.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Option<Duration>,
 
-    /// How often to poll for new listeners [default: 50ms].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// How often to poll for new listeners, at most 10 years [default: 50ms].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     interval: Option<Duration>,
 
     /// Wait until the condition no longer holds.
@@ -173,12 +173,13 @@ struct RunArgs {
     notify: Option<String>,
 
     /// Stop the service (SIGTERM, SIGKILL 5s later) and exit 124 if it is
-    /// not ready by then.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// not ready by then (at most 10 years).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Option<Duration>,
 
-    /// How often to look for new listeners until ready [default: 50ms].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// How often to look for new listeners until ready, at most 10 years
+    /// [default: 50ms].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     interval: Option<Duration>,
 
     /// Leave NOTIFY_SOCKET in the service's environment, so that it may also
@@ -205,15 +206,47 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
+/// The longest duration sockwatch takes (10 years of 365.25 days, as
+/// `10years` reads): beyond any wait a person means, and far within what
+/// the monotonic clock can add, so that no deadline overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
+
+/// [`MAX_DURATION`] in words, for messages and `--help`.
+const MAX_DURATION_TEXT: &str = "10 years";
+
 /// Durations as humans write them (`100ms`, `1m30s`), or bare seconds as
-/// wait-for-it and timeout(1) take them.
+/// wait-for-it and timeout(1) take them, bounded by [`MAX_DURATION`] here,
+/// while parsing, so that nothing starts with a duration the clock cannot
+/// hold.
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    let too_long = || format!("longer than the limit of {MAX_DURATION_TEXT}");
     if let Ok(seconds) = text.parse::<f64>() {
-        if seconds.is_finite() && seconds >= 0.0 {
-            return Ok(Duration::from_secs_f64(seconds));
+        if seconds.is_nan() {
+            return Err(format!(
+                "not a number of seconds (durations go up to {MAX_DURATION_TEXT})"
+            ));
         }
+        if seconds < 0.0 {
+            return Err("negative durations are not allowed".into());
+        }
+        // Infinity, and everything past the limit, before any conversion.
+        if seconds > MAX_DURATION.as_secs_f64() {
+            return Err(too_long());
+        }
+        return Duration::try_from_secs_f64(seconds).map_err(|_| too_long());
     }
-    humantime::parse_duration(text).map_err(|e| format!("{e} (try 500ms, 30s, 2m)"))
+    if text.trim_start().starts_with('-') {
+        return Err("negative durations are not allowed".into());
+    }
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration > MAX_DURATION => Err(too_long()),
+        Ok(duration) => Ok(duration),
+        // Too large for humantime's own arithmetic, or finer than 1ns.
+        Err(humantime::DurationError::NumberOverflow) => Err(format!(
+            "out of range: durations go up to {MAX_DURATION_TEXT}, in steps of 1ns"
+        )),
+        Err(e) => Err(format!("{e} (try 500ms, 30s, 2m)")),
+    }
 }
 
 /// Refuses an interval that would spin the loop.
@@ -358,7 +391,16 @@ fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
     let Some(condition) = parse_condition(&wait.condition)? else {
         return Err(UsageError("wait needs a condition".into()).into());
     };
-    let deadline = wait.timeout.map(|t| Instant::now() + t);
+    let deadline = match wait.timeout {
+        // Bounded by parse_duration; checked all the same, as a deadline
+        // past the clock's end must be an error, never a panic.
+        Some(timeout) => Some(Instant::now().checked_add(timeout).ok_or_else(|| {
+            UsageError(format!(
+                "--timeout is longer than the limit of {MAX_DURATION_TEXT}"
+            ))
+        })?),
+        None => None,
+    };
     let mut watcher = Watcher::open(&options(args, Some(&condition), true, false))?;
     let interval = check_interval(
         wait.interval
@@ -422,5 +464,51 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Args::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_as_written() {
+        let ok = |text: &str| parse_duration(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(ok("50ms"), Duration::from_millis(50));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1.5"), Duration::from_millis(1500));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("10years"), MAX_DURATION);
+        assert_eq!(ok("315576000"), MAX_DURATION);
+    }
+
+    #[test]
+    fn durations_beyond_the_limit_name_it() {
+        for text in [
+            "1e19",
+            "1e30",
+            "inf",
+            "-inf",
+            "NaN",
+            "315576000.5",
+            "11years",
+            "500000000000years",
+            "99999999999999999999999s",
+            "0.5ns",
+        ] {
+            let error = parse_duration(text).expect_err(text);
+            let expected = if text.starts_with('-') {
+                "negative"
+            } else {
+                "10 years"
+            };
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn negative_durations_say_so() {
+        for text in ["-1", "-0.5", "-5s", " -5s"] {
+            assert_eq!(
+                parse_duration(text).expect_err(text),
+                "negative durations are not allowed"
+            );
+        }
+        assert!(parse_duration("5x").unwrap_err().contains("try 500ms"));
     }
 }

@@ -595,15 +595,17 @@ impl Watcher {
         if reported && on_change(&changes, &self.snapshot)?.is_break() {
             return Ok(Stop::Done);
         }
-        let mut next_poll = Instant::now() + interval;
+        // None: beyond what the clock can hold, so never (checked, not `+`,
+        // which panics there).
+        let mut next_poll = Instant::now().checked_add(interval);
         let mut ready = Events::with_capacity(16);
         loop {
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(Stop::TimedOut);
             }
-            let wake = deadline.map_or(next_poll, |d| d.min(next_poll));
-            match poll.poll(&mut ready, Some(wake.saturating_duration_since(now))) {
+            let wake = deadline.into_iter().chain(next_poll).min();
+            match poll.poll(&mut ready, wake.map(|w| w.saturating_duration_since(now))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("event loop failed"),
@@ -621,9 +623,9 @@ impl Watcher {
                     Token(t) => self.read_pushed(t - FIRST_SOURCE, &mut changes)?,
                 }
             }
-            if Instant::now() >= next_poll {
+            if next_poll.is_some_and(|t| Instant::now() >= t) {
                 self.poll(&mut changes)?;
-                next_poll = Instant::now() + interval;
+                next_poll = Instant::now().checked_add(interval);
             }
             if !reported {
                 // Still waiting for a first complete snapshot.

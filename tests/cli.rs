@@ -84,3 +84,66 @@ fn a_mistyped_option_gets_a_suggestion_not_a_condition_error() {
         assert!(out.stdout.is_empty(), "{args:?}: {out}");
     }
 }
+
+#[test]
+fn durations_beyond_the_limit_are_usage_errors() {
+    let _ns = Netns::enter();
+    let _web = tcp("127.0.0.1:80");
+    for args in [
+        &["wait", "--timeout", "1e30", "socket", "PORT=80"][..],
+        &["wait", "--timeout", "1e19", "socket", "PORT=80"],
+        &[
+            "wait",
+            "--timeout",
+            "500000000000years",
+            "socket",
+            "PORT=80",
+        ],
+        &["wait", "--timeout", "NaN", "socket", "PORT=80"],
+        &["wait", "--timeout", "inf", "socket", "PORT=80"],
+        &["wait", "--interval", "1e19", "socket", "PORT=80"],
+        &["watch", "--interval", "1e19"],
+        &["run", "--interval", "1e19", "--", "true"],
+    ] {
+        let out = run("netlink", args);
+        assert_eq!(out.code(), 2, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("10 years"),
+            "names the limit: {args:?}: {out}"
+        );
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {out}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out}");
+    }
+    for args in [
+        &["wait", "--timeout", "-1", "socket", "PORT=80"][..],
+        &["wait", "--timeout", "-5s", "socket", "PORT=80"],
+    ] {
+        let out = run("netlink", args);
+        assert_eq!(out.code(), 2, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("negative durations are not allowed"),
+            "{args:?}: {out}"
+        );
+    }
+    // The limit itself is allowed.
+    let out = run(
+        "netlink",
+        &["wait", "--timeout", "10years", "socket", "PORT=80"],
+    );
+    assert_eq!(out.code(), 0, "{out}");
+}
+
+#[test]
+fn run_refuses_a_timeout_beyond_the_limit_before_starting_the_program() {
+    let _ns = Netns::enter();
+    // Had the program started, its line would reach our pipe: the reader
+    // reads until every writer, the program included, has closed it.
+    let out = run(
+        "netlink",
+        &["run", "--timeout", "1e19", "--", "sh", "-c", "echo started"],
+    );
+    assert_eq!(out.code(), 2, "{out}");
+    assert!(out.stderr.contains("10 years"), "names the limit: {out}");
+    assert!(!out.stderr.contains("panicked"), "{out}");
+    assert!(!out.stdout.contains("started"), "the program ran: {out}");
+}
