@@ -6,6 +6,7 @@
 
 use std::io;
 use std::ops::ControlFlow;
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -357,7 +358,9 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
     let mut out = stdout.lock();
     let mut hooks = (!watch.exec.is_empty()).then(|| Hooks::start(watch.exec.clone(), hook::QUEUE));
     let mut initial = true;
-    watcher.run(interval, None, |events, snapshot| {
+    // A reader that goes away ends the stream at once, not at the next
+    // event's write, which may be far off on a quiet system.
+    watcher.run(interval, None, Some(stdout.as_fd()), |events, snapshot| {
         let skip = initial && watch.no_initial;
         initial = false;
         if skip {
@@ -406,7 +409,7 @@ fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
         wait.interval
             .unwrap_or_else(|| watcher.default_interval(false)),
     )?;
-    let stop = watcher.run(interval, deadline, |_, snapshot| {
+    let stop = watcher.run(interval, deadline, None, |_, snapshot| {
         let holds = condition.holds(&snapshot.all_facts());
         Ok(if holds != wait.gone {
             ControlFlow::Break(())

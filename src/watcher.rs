@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::ControlFlow;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -552,7 +552,9 @@ impl Watcher {
     }
 
     /// Polls every `interval` and reads pushed events until `on_change` breaks,
-    /// a signal arrives or `deadline` passes.
+    /// a signal arrives or `deadline` passes; or, given `output`, as soon as
+    /// that descriptor's reader goes away (a pipe whose read end closed), as
+    /// [`Stop::Done`], even when nothing changes and so nothing is written.
     ///
     /// `on_change` is called once every table has been read (even with no
     /// events, so that a condition that already holds is seen at once; the
@@ -562,12 +564,26 @@ impl Watcher {
         &mut self,
         interval: Duration,
         deadline: Option<Instant>,
+        output: Option<BorrowedFd<'_>>,
         mut on_change: impl FnMut(&[Event], &Snapshot) -> anyhow::Result<ControlFlow<()>>,
     ) -> anyhow::Result<Stop> {
+        /// The output descriptor's token: above every source's.
+        const OUTPUT: Token = Token(usize::MAX);
         let mut poll = Poll::new().context("failed to create the event loop")?;
         let mut signals = Signals::new([SIGINT, SIGTERM]).context("failed to handle signals")?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        if let Some(output) = output {
+            // A pipe's write end never signals PRIORITY, but epoll always
+            // reports EPOLLERR (its reader closed) and EPOLLHUP: so only those
+            // wake us. epoll refuses regular files and /dev/null: nothing to
+            // watch there, as no reader can go away.
+            let _ = poll.registry().register(
+                &mut SourceFd(&output.as_raw_fd()),
+                OUTPUT,
+                Interest::PRIORITY,
+            );
+        }
         let pushed: Vec<(usize, RawFd)> = self
             .sources
             .iter()
@@ -618,6 +634,11 @@ impl Watcher {
                     SIGNALS => {
                         if let Some(signal) = signals.pending().next() {
                             return Ok(Stop::Signal(signal));
+                        }
+                    }
+                    OUTPUT => {
+                        if event.is_error() || event.is_write_closed() {
+                            return Ok(Stop::Done);
                         }
                     }
                     Token(t) => self.read_pushed(t - FIRST_SOURCE, &mut changes)?,

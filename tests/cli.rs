@@ -3,7 +3,9 @@
 //! user can type gets a clear usage error (exit 2), never a panic, a hang
 //! or a silent wrong answer.
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use crate::each_source;
 use crate::support::*;
@@ -11,6 +13,7 @@ use crate::support::*;
 each_source!(
     list_takes_options_after_the_condition,
     wait_takes_gone_after_the_condition,
+    watch_ends_when_its_reader_goes_away_on_a_quiet_system,
 );
 
 fn list_takes_options_after_the_condition(source: &str) {
@@ -146,4 +149,38 @@ fn run_refuses_a_timeout_beyond_the_limit_before_starting_the_program() {
     assert!(out.stderr.contains("10 years"), "names the limit: {out}");
     assert!(!out.stderr.contains("panicked"), "{out}");
     assert!(!out.stdout.contains("started"), "the program ran: {out}");
+}
+
+fn watch_ends_when_its_reader_goes_away_on_a_quiet_system(source: &str) {
+    let _ns = Netns::enter();
+    let _web = tcp("127.0.0.1:80");
+    // As `sockwatch watch | head -1`: one line read, then the reader leaves,
+    // and nothing listens or closes afterwards.
+    let mut watch = command(source, &["watch"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(watch.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("socket PROTO=inet PORT=80"), "{line}");
+    let left = Instant::now();
+    drop(reader);
+    let status = wait_deadline(&mut watch, Duration::from_secs(2));
+    let took = left.elapsed();
+    let mut stderr = String::new();
+    watch
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status}\n{stderr}");
+    assert!(
+        took < Duration::from_secs(1),
+        "ended {took:?} after the reader left"
+    );
+    assert!(stderr.is_empty(), "quietly: {stderr}");
 }
