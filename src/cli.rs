@@ -331,7 +331,15 @@ fn run_list(args: &Args, list: &ListArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let snapshot = watcher.snapshot();
+    if args.verbose {
+        eprintln!(
+            "sockwatch: read {}; {} endpoint(s)",
+            watcher.describe_routes(),
+            snapshot.len()
+        );
+    }
     let stdout = io::stdout();
+
     let mut out = stdout.lock();
     for event in events {
         let facts = snapshot.facts(&event.endpoint, &event.listener);

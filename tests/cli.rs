@@ -14,6 +14,7 @@ each_source!(
     list_takes_options_after_the_condition,
     wait_takes_gone_after_the_condition,
     watch_ends_when_its_reader_goes_away_on_a_quiet_system,
+    verbose_list_says_which_source_read_which_table,
 );
 
 fn list_takes_options_after_the_condition(source: &str) {
@@ -183,4 +184,29 @@ fn watch_ends_when_its_reader_goes_away_on_a_quiet_system(source: &str) {
         "ended {took:?} after the reader left"
     );
     assert!(stderr.is_empty(), "quietly: {stderr}");
+}
+
+fn verbose_list_says_which_source_read_which_table(source: &str) {
+    let _ns = Netns::enter();
+    let _sockets = [tcp("127.0.0.1:80"), udp("127.0.0.1:53")];
+    let out = run(source, &["-v", "list"]);
+    assert_eq!(out.code(), 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "sockwatch: read tcp, tcp6, udp, udp6 via {source}; 2 endpoint(s)"
+        )),
+        "{out}"
+    );
+    // A condition narrows the tables read.
+    let out = run(source, &["-v", "list", "socket", "TRANSPORT=tcp"]);
+    assert_eq!(out.code(), 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "sockwatch: read tcp, tcp6 via {source}; 1 endpoint(s)"
+        )),
+        "{out}"
+    );
+    // Without -v, nothing.
+    let out = run(source, &["list"]);
+    assert!(out.stderr.is_empty(), "{out}");
 }
