@@ -4,9 +4,12 @@
 //! codes in one place, [`exit_code`]. Everything here is library code so the
 //! integration tests and benches exercise the same paths as users.
 
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::ops::ControlFlow;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -339,7 +342,6 @@ fn run_list(args: &Args, list: &ListArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let stdout = io::stdout();
-
     let mut out = stdout.lock();
     for event in events {
         let facts = snapshot.facts(&event.endpoint, &event.listener);
@@ -355,6 +357,11 @@ fn run_list(args: &Args, list: &ListArgs) -> anyhow::Result<ExitCode> {
 
 fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
     let condition = parse_condition(&watch.condition)?;
+    if let Some(program) = watch.exec.first() {
+        // Found now, not at the first event, which may be days away.
+        find_program(program, std::env::var_os("PATH").as_deref())
+            .map_err(|e| UsageError(format!("--exec: {e}")))?;
+    }
     let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, watch.processes))?;
     let interval = check_interval(
         watch
@@ -392,6 +399,94 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
     }
     // A signal, a closed stdout or the end of input: all are a normal end.
     Ok(ExitCode::from(exit::SUCCESS))
+}
+
+/// Where execvp(3) would find `program`: the file itself when the name
+/// contains a `/`, else the first executable regular file of that name in
+/// the directories of `path` (`/bin:/usr/bin` when unset, as glibc's
+/// execvp; an empty entry is the current directory). The error says why
+/// not, naming the program.
+fn find_program(program: &OsStr, path: Option<&OsStr>) -> Result<PathBuf, String> {
+    let name = program.to_string_lossy();
+    if program.is_empty() {
+        return Err("the program name is empty".into());
+    }
+    if program.as_bytes().contains(&b'/') {
+        let file = Path::new(program);
+        return match executable(file) {
+            Ok(()) => Ok(file.to_owned()),
+            Err(why) => Err(format!("'{name}' {why}")),
+        };
+    }
+    let path = path.unwrap_or(OsStr::new("/bin:/usr/bin"));
+    let mut refused = None;
+    for dir in std::env::split_paths(path) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let file = dir.join(program);
+        match executable(&file) {
+            Ok(()) => return Ok(file),
+            Err(NotExecutable::Missing) => {}
+            Err(why) => {
+                refused.get_or_insert((file, why));
+            }
+        }
+    }
+    Err(match refused {
+        Some((file, why)) => format!("'{name}' is not found in PATH ({} {why})", file.display()),
+        None => format!("'{name}' is not found in PATH"),
+    })
+}
+
+/// Why a file cannot be executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotExecutable {
+    Missing,
+    Directory,
+    NotRegular,
+    Denied,
+}
+
+impl std::fmt::Display for NotExecutable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotExecutable::Missing => "does not exist",
+            NotExecutable::Directory => "is a directory",
+            NotExecutable::NotRegular => "is not a regular file",
+            NotExecutable::Denied => "is not executable by this user",
+        })
+    }
+}
+
+/// Whether `file` is a regular file this process may execute.
+fn executable(file: &Path) -> Result<(), NotExecutable> {
+    let metadata = std::fs::metadata(file).map_err(|_| NotExecutable::Missing)?;
+    if metadata.is_dir() {
+        return Err(NotExecutable::Directory);
+    }
+    if !metadata.is_file() {
+        return Err(NotExecutable::NotRegular);
+    }
+    let c_path = CString::new(file.as_os_str().as_bytes()).map_err(|_| NotExecutable::Missing)?;
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call;
+    // faccessat only reads it. AT_EACCESS: as exec would check, with the
+    // effective ids.
+    let allowed = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if allowed == 0 {
+        Ok(())
+    } else {
+        Err(NotExecutable::Denied)
+    }
 }
 
 fn selected(condition: Option<&Condition>, event: &Event, snapshot: &watcher::Snapshot) -> bool {
@@ -471,6 +566,7 @@ fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_command_line_is_consistent() {
@@ -521,5 +617,58 @@ mod tests {
             );
         }
         assert!(parse_duration("5x").unwrap_err().contains("try 500ms"));
+    }
+
+    /// A scratch directory for programs to find.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sockwatch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn file(path: &Path, mode: u32) {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn programs_are_found_as_execvp_would() {
+        let dir = scratch("find-program");
+        let (first, second) = (dir.join("first"), dir.join("second"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        // Not executable in the first directory: execvp goes on to the next.
+        file(&first.join("hook"), 0o644);
+        file(&second.join("hook"), 0o755);
+        let path = std::env::join_paths([&first, &second]).unwrap();
+        let find = |name: &str| find_program(OsStr::new(name), Some(&path));
+        assert_eq!(find("hook"), Ok(second.join("hook")));
+        let error = find("absent").unwrap_err();
+        assert_eq!(error, "'absent' is not found in PATH");
+        // A name with a slash is that file, PATH or not.
+        let direct = second.join("hook");
+        assert_eq!(find(direct.to_str().unwrap()), Ok(direct.clone()));
+        std::fs::remove_file(second.join("hook")).unwrap();
+        let error = find("hook").unwrap_err();
+        assert!(
+            error.contains("not found in PATH") && error.contains("is not executable"),
+            "{error}"
+        );
+        let error = find(first.to_str().unwrap()).unwrap_err();
+        assert!(error.ends_with("is a directory"), "{error}");
+        assert_eq!(
+            find("").unwrap_err(),
+            "the program name is empty".to_string()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unset_path_is_the_default_one() {
+        assert_eq!(
+            find_program(OsStr::new("sh"), None),
+            Ok(PathBuf::from("/bin/sh"))
+        );
     }
 }

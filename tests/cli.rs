@@ -3,7 +3,9 @@
 //! user can type gets a clear usage error (exit 2), never a panic, a hang
 //! or a silent wrong answer.
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -209,4 +211,37 @@ fn verbose_list_says_which_source_read_which_table(source: &str) {
     // Without -v, nothing.
     let out = run(source, &["list"]);
     assert!(out.stderr.is_empty(), "{out}");
+}
+
+#[test]
+fn watch_exec_checks_the_program_before_printing_anything() {
+    let _ns = Netns::enter();
+    let _web = tcp("127.0.0.1:80");
+    let dir = std::env::temp_dir().join(format!("sockwatch-exec-check-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("hook");
+    fs::write(&script, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+    let script = script.display().to_string();
+    let directory = dir.display().to_string();
+    for (program, why) in [
+        ("/nonexistent/hook", "'/nonexistent/hook' does not exist"),
+        (
+            "sockwatch-no-such-hook",
+            "'sockwatch-no-such-hook' is not found in PATH",
+        ),
+        (&directory, "is a directory"),
+        (&script, "is not executable"),
+    ] {
+        let out = run("netlink", &["watch", "--exec", program, "arg"]);
+        assert_eq!(out.code(), 2, "{program}: {out}");
+        assert!(out.stderr.contains(program), "names it: {out}");
+        assert!(out.stderr.contains(why), "{out}");
+        assert!(out.stdout.is_empty(), "printed before the check: {out}");
+    }
+    // Found in PATH and executable: the watch starts.
+    let mut watch = Running::start("netlink", &["watch", "--exec", "true"]);
+    assert!(watch.line().starts_with("socket PROTO=inet PORT=80"));
+    let _ = fs::remove_dir_all(&dir);
 }
