@@ -144,7 +144,7 @@ fn through_library(
         .unwrap();
         let mut first = true;
         watcher
-            .run(interval, None, |changes, _| {
+            .run(interval, None, None, |changes, _| {
                 let now = Instant::now();
                 if !std::mem::take(&mut first) {
                     for change in changes {

@@ -4,8 +4,12 @@
 //! codes in one place, [`exit_code`]. Everything here is library code so the
 //! integration tests and benches exercise the same paths as users.
 
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::ops::ControlFlow;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -103,11 +107,7 @@ struct ListArgs {
     processes: bool,
 
     /// Only endpoints that satisfy a clause of this condition.
-    #[arg(
-        value_name = "CONDITION",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "CONDITION")]
     condition: Vec<String>,
 }
 
@@ -123,10 +123,10 @@ struct WatchArgs {
     processes: bool,
 
     /// How often to poll for new listeners (closing is pushed by the
-    /// kernel): 50ms, 1s, or a number of seconds. Default 50ms; 500ms when
-    /// reading /proc, whose every poll makes the kernel walk its connection
-    /// hash.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// kernel): 50ms, 1s, or a number of seconds, at most 10 years. Default
+    /// 50ms; 500ms when reading /proc, whose every poll makes the kernel
+    /// walk its connection hash.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     interval: Option<Duration>,
 
     /// Print only changes, not the endpoints already listening.
@@ -147,12 +147,12 @@ struct WatchArgs {
 #[derive(Debug, ClapArgs)]
 struct WaitArgs {
     /// Give up after this long (exit 124): 500ms, 30s, 2m, or a number of
-    /// seconds. Waits forever when not given.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// seconds, at most 10 years. Waits forever when not given.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Option<Duration>,
 
-    /// How often to poll for new listeners [default: 50ms].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// How often to poll for new listeners, at most 10 years [default: 50ms].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     interval: Option<Duration>,
 
     /// Wait until the condition no longer holds.
@@ -160,12 +160,7 @@ struct WaitArgs {
     gone: bool,
 
     /// The condition, e.g. `socket PROTO=inet PORT=80`.
-    #[arg(
-        value_name = "CONDITION",
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "CONDITION", required = true)]
     condition: Vec<String>,
 }
 
@@ -182,12 +177,13 @@ struct RunArgs {
     notify: Option<String>,
 
     /// Stop the service (SIGTERM, SIGKILL 5s later) and exit 124 if it is
-    /// not ready by then.
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// not ready by then (at most 10 years).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     timeout: Option<Duration>,
 
-    /// How often to look for new listeners until ready [default: 50ms].
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    /// How often to look for new listeners until ready, at most 10 years
+    /// [default: 50ms].
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     interval: Option<Duration>,
 
     /// Leave NOTIFY_SOCKET in the service's environment, so that it may also
@@ -214,15 +210,47 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
+/// The longest duration sockwatch takes (10 years of 365.25 days, as
+/// `10years` reads): beyond any wait a person means, and far within what
+/// the monotonic clock can add, so that no deadline overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
+
+/// [`MAX_DURATION`] in words, for messages and `--help`.
+const MAX_DURATION_TEXT: &str = "10 years";
+
 /// Durations as humans write them (`100ms`, `1m30s`), or bare seconds as
-/// wait-for-it and timeout(1) take them.
+/// wait-for-it and timeout(1) take them, bounded by [`MAX_DURATION`] here,
+/// while parsing, so that nothing starts with a duration the clock cannot
+/// hold.
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    let too_long = || format!("longer than the limit of {MAX_DURATION_TEXT}");
     if let Ok(seconds) = text.parse::<f64>() {
-        if seconds.is_finite() && seconds >= 0.0 {
-            return Ok(Duration::from_secs_f64(seconds));
+        if seconds.is_nan() {
+            return Err(format!(
+                "not a number of seconds (durations go up to {MAX_DURATION_TEXT})"
+            ));
         }
+        if seconds < 0.0 {
+            return Err("negative durations are not allowed".into());
+        }
+        // Infinity, and everything past the limit, before any conversion.
+        if seconds > MAX_DURATION.as_secs_f64() {
+            return Err(too_long());
+        }
+        return Duration::try_from_secs_f64(seconds).map_err(|_| too_long());
     }
-    humantime::parse_duration(text).map_err(|e| format!("{e} (try 500ms, 30s, 2m)"))
+    if text.trim_start().starts_with('-') {
+        return Err("negative durations are not allowed".into());
+    }
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration > MAX_DURATION => Err(too_long()),
+        Ok(duration) => Ok(duration),
+        // Too large for humantime's own arithmetic, or finer than 1ns.
+        Err(humantime::DurationError::NumberOverflow) => Err(format!(
+            "out of range: durations go up to {MAX_DURATION_TEXT}, in steps of 1ns"
+        )),
+        Err(e) => Err(format!("{e} (try 500ms, 30s, 2m)")),
+    }
 }
 
 /// Refuses an interval that would spin the loop.
@@ -289,6 +317,13 @@ fn run_list(args: &Args, list: &ListArgs) -> anyhow::Result<ExitCode> {
     let mut watcher = Watcher::open(&options(args, condition.as_ref(), false, list.processes))?;
     let events = watcher.list()?;
     let snapshot = watcher.snapshot();
+    if args.verbose {
+        eprintln!(
+            "sockwatch: read {}; {} endpoint(s)",
+            watcher.describe_routes(),
+            snapshot.len()
+        );
+    }
     let stdout = io::stdout();
     let mut out = stdout.lock();
     for event in events {
@@ -305,6 +340,11 @@ fn run_list(args: &Args, list: &ListArgs) -> anyhow::Result<ExitCode> {
 
 fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
     let condition = parse_condition(&watch.condition)?;
+    if let Some(program) = watch.exec.first() {
+        // Found now, not at the first event, which may be days away.
+        find_program(program, std::env::var_os("PATH").as_deref())
+            .map_err(|e| UsageError(format!("--exec: {e}")))?;
+    }
     let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, watch.processes))?;
     let interval = check_interval(
         watch
@@ -316,7 +356,9 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
     let mut out = stdout.lock();
     let mut hooks = (!watch.exec.is_empty()).then(|| Hooks::start(watch.exec.clone(), hook::QUEUE));
     let mut initial = true;
-    watcher.run(interval, None, |events, snapshot| {
+    // A reader that goes away ends the stream at once, not at the next
+    // event's write, which may be far off on a quiet system.
+    watcher.run(interval, None, Some(stdout.as_fd()), |events, snapshot| {
         let skip = initial && watch.no_initial;
         initial = false;
         if skip {
@@ -342,6 +384,94 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit::SUCCESS))
 }
 
+/// Where execvp(3) would find `program`: the file itself when the name
+/// contains a `/`, else the first executable regular file of that name in
+/// the directories of `path` (`/bin:/usr/bin` when unset, as glibc's
+/// execvp; an empty entry is the current directory). The error says why
+/// not, naming the program.
+fn find_program(program: &OsStr, path: Option<&OsStr>) -> Result<PathBuf, String> {
+    let name = program.to_string_lossy();
+    if program.is_empty() {
+        return Err("the program name is empty".into());
+    }
+    if program.as_bytes().contains(&b'/') {
+        let file = Path::new(program);
+        return match executable(file) {
+            Ok(()) => Ok(file.to_owned()),
+            Err(why) => Err(format!("'{name}' {why}")),
+        };
+    }
+    let path = path.unwrap_or(OsStr::new("/bin:/usr/bin"));
+    let mut refused = None;
+    for dir in std::env::split_paths(path) {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let file = dir.join(program);
+        match executable(&file) {
+            Ok(()) => return Ok(file),
+            Err(NotExecutable::Missing) => {}
+            Err(why) => {
+                refused.get_or_insert((file, why));
+            }
+        }
+    }
+    Err(match refused {
+        Some((file, why)) => format!("'{name}' is not found in PATH ({} {why})", file.display()),
+        None => format!("'{name}' is not found in PATH"),
+    })
+}
+
+/// Why a file cannot be executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotExecutable {
+    Missing,
+    Directory,
+    NotRegular,
+    Denied,
+}
+
+impl std::fmt::Display for NotExecutable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotExecutable::Missing => "does not exist",
+            NotExecutable::Directory => "is a directory",
+            NotExecutable::NotRegular => "is not a regular file",
+            NotExecutable::Denied => "is not executable by this user",
+        })
+    }
+}
+
+/// Whether `file` is a regular file this process may execute.
+fn executable(file: &Path) -> Result<(), NotExecutable> {
+    let metadata = std::fs::metadata(file).map_err(|_| NotExecutable::Missing)?;
+    if metadata.is_dir() {
+        return Err(NotExecutable::Directory);
+    }
+    if !metadata.is_file() {
+        return Err(NotExecutable::NotRegular);
+    }
+    let c_path = CString::new(file.as_os_str().as_bytes()).map_err(|_| NotExecutable::Missing)?;
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call;
+    // faccessat only reads it. AT_EACCESS: as exec would check, with the
+    // effective ids.
+    let allowed = unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if allowed == 0 {
+        Ok(())
+    } else {
+        Err(NotExecutable::Denied)
+    }
+}
+
 fn selected(condition: Option<&Condition>, event: &Event, snapshot: &watcher::Snapshot) -> bool {
     condition.is_none_or(|c| c.selects(&snapshot.facts(&event.endpoint, &event.listener)))
 }
@@ -350,13 +480,22 @@ fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
     let Some(condition) = parse_condition(&wait.condition)? else {
         return Err(UsageError("wait needs a condition".into()).into());
     };
-    let deadline = wait.timeout.map(|t| Instant::now() + t);
+    let deadline = match wait.timeout {
+        // Bounded by parse_duration; checked all the same, as a deadline
+        // past the clock's end must be an error, never a panic.
+        Some(timeout) => Some(Instant::now().checked_add(timeout).ok_or_else(|| {
+            UsageError(format!(
+                "--timeout is longer than the limit of {MAX_DURATION_TEXT}"
+            ))
+        })?),
+        None => None,
+    };
     let mut watcher = Watcher::open(&options(args, Some(&condition), true, false))?;
     let interval = check_interval(
         wait.interval
             .unwrap_or_else(|| watcher.default_interval(false)),
     )?;
-    let stop = watcher.run(interval, deadline, |_, snapshot| {
+    let stop = watcher.run(interval, deadline, None, |_, snapshot| {
         let holds = condition.holds(&snapshot.all_facts());
         Ok(if holds != wait.gone {
             ControlFlow::Break(())
@@ -409,5 +548,116 @@ fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
         Outcome::Exit(code) => Ok(ExitCode::from(code)),
         // The service died of a signal: so does sockwatch, as the last act.
         Outcome::Signal(signal) => crate::sys::die_by_signal(signal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_as_written() {
+        let ok = |text: &str| parse_duration(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(ok("50ms"), Duration::from_millis(50));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1.5"), Duration::from_millis(1500));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("10years"), MAX_DURATION);
+        assert_eq!(ok("315576000"), MAX_DURATION);
+    }
+
+    #[test]
+    fn durations_beyond_the_limit_name_it() {
+        for text in [
+            "1e19",
+            "1e30",
+            "inf",
+            "-inf",
+            "NaN",
+            "315576000.5",
+            "11years",
+            "500000000000years",
+            "99999999999999999999999s",
+            "0.5ns",
+        ] {
+            let error = parse_duration(text).expect_err(text);
+            let expected = if text.starts_with('-') {
+                "negative"
+            } else {
+                "10 years"
+            };
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn negative_durations_say_so() {
+        for text in ["-1", "-0.5", "-5s", " -5s"] {
+            assert_eq!(
+                parse_duration(text).expect_err(text),
+                "negative durations are not allowed"
+            );
+        }
+        assert!(parse_duration("5x").unwrap_err().contains("try 500ms"));
+    }
+
+    /// A scratch directory for programs to find.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sockwatch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn file(path: &Path, mode: u32) {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn programs_are_found_as_execvp_would() {
+        let dir = scratch("find-program");
+        let (first, second) = (dir.join("first"), dir.join("second"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        // Not executable in the first directory: execvp goes on to the next.
+        file(&first.join("hook"), 0o644);
+        file(&second.join("hook"), 0o755);
+        let path = std::env::join_paths([&first, &second]).unwrap();
+        let find = |name: &str| find_program(OsStr::new(name), Some(&path));
+        assert_eq!(find("hook"), Ok(second.join("hook")));
+        let error = find("absent").unwrap_err();
+        assert_eq!(error, "'absent' is not found in PATH");
+        // A name with a slash is that file, PATH or not.
+        let direct = second.join("hook");
+        assert_eq!(find(direct.to_str().unwrap()), Ok(direct.clone()));
+        std::fs::remove_file(second.join("hook")).unwrap();
+        let error = find("hook").unwrap_err();
+        assert!(
+            error.contains("not found in PATH") && error.contains("is not executable"),
+            "{error}"
+        );
+        let error = find(first.to_str().unwrap()).unwrap_err();
+        assert!(error.ends_with("is a directory"), "{error}");
+        assert_eq!(
+            find("").unwrap_err(),
+            "the program name is empty".to_string()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unset_path_is_the_default_one() {
+        assert_eq!(
+            find_program(OsStr::new("sh"), None),
+            Ok(PathBuf::from("/bin/sh"))
+        );
     }
 }

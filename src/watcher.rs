@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -183,10 +183,18 @@ impl Watcher {
     /// read can skip rows when sockets in the same hash slot come and go,
     /// and the rows at risk move with the churn, so a one-shot answer
     /// (`list`, the first answer of `watch` and `wait`) rests on the union of
-    /// reads that have stopped adding anything.
-    pub fn settle(&mut self, events: &mut Vec<Event>) -> anyhow::Result<()> {
+    /// reads that have stopped adding anything. Stops at `deadline` too: a
+    /// `wait --timeout` keeps its word.
+    pub fn settle(
+        &mut self,
+        events: &mut Vec<Event>,
+        deadline: Option<Instant>,
+    ) -> anyhow::Result<()> {
         let mut quiet = 0;
         for _ in 0..SETTLE_READS {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
             let before = events.len();
             self.poll(events)?;
             if events[before..].iter().any(|e| e.kind == EventKind::Socket) {
@@ -221,7 +229,7 @@ impl Watcher {
                 self.last_failure().unwrap_or("unknown error")
             );
         }
-        self.settle(&mut events)?;
+        self.settle(&mut events, None)?;
         let now = SystemTime::now();
         Ok(self
             .snapshot
@@ -314,7 +322,9 @@ impl Watcher {
     }
 
     /// Polls every `interval` and reads pushed events until `on_change` breaks,
-    /// a signal arrives or `deadline` passes.
+    /// a signal arrives or `deadline` passes; or, given `output`, as soon as
+    /// that descriptor's reader goes away (a pipe whose read end closed), as
+    /// [`Stop::Done`], even when nothing changes and so nothing is written.
     ///
     /// `on_change` is called once every table has been read (even with no
     /// events, so that a condition that already holds is seen at once; the
@@ -324,12 +334,26 @@ impl Watcher {
         &mut self,
         interval: Duration,
         deadline: Option<Instant>,
+        output: Option<BorrowedFd<'_>>,
         mut on_change: impl FnMut(&[Event], &Snapshot) -> anyhow::Result<ControlFlow<()>>,
     ) -> anyhow::Result<Stop> {
+        /// The output descriptor's token: above every source's.
+        const OUTPUT: Token = Token(usize::MAX);
         let mut poll = Poll::new().context("failed to create the event loop")?;
         let mut signals = Signals::new([SIGINT, SIGTERM]).context("failed to handle signals")?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        if let Some(output) = output {
+            // A pipe's write end never signals PRIORITY, but epoll always
+            // reports EPOLLERR (its reader closed) and EPOLLHUP: so only those
+            // wake us. epoll refuses regular files and /dev/null: nothing to
+            // watch there, as no reader can go away.
+            let _ = poll.registry().register(
+                &mut SourceFd(&output.as_raw_fd()),
+                OUTPUT,
+                Interest::PRIORITY,
+            );
+        }
         let pushed: Vec<(usize, RawFd)> = self.sources.pushed_fds();
         for &(i, fd) in &pushed {
             poll.registry().register(
@@ -343,7 +367,11 @@ impl Watcher {
         self.poll(&mut changes)?;
         let mut reported = self.complete();
         if reported {
-            self.settle(&mut changes)?;
+            self.settle(&mut changes, deadline)?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                // Not settled: no answer rests on it.
+                return Ok(Stop::TimedOut);
+            }
         }
         if self.verbose {
             eprintln!(
@@ -355,15 +383,17 @@ impl Watcher {
         if reported && on_change(&changes, &self.snapshot)?.is_break() {
             return Ok(Stop::Done);
         }
-        let mut next_poll = Instant::now() + interval;
+        // None: beyond what the clock can hold, so never (checked, not `+`,
+        // which panics there).
+        let mut next_poll = Instant::now().checked_add(interval);
         let mut ready = Events::with_capacity(16);
         loop {
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(Stop::TimedOut);
             }
-            let wake = deadline.map_or(next_poll, |d| d.min(next_poll));
-            match poll.poll(&mut ready, Some(wake.saturating_duration_since(now))) {
+            let wake = deadline.into_iter().chain(next_poll).min();
+            match poll.poll(&mut ready, wake.map(|w| w.saturating_duration_since(now))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("event loop failed"),
@@ -378,12 +408,17 @@ impl Watcher {
                             return Ok(Stop::Signal(signal));
                         }
                     }
+                    OUTPUT => {
+                        if event.is_error() || event.is_write_closed() {
+                            return Ok(Stop::Done);
+                        }
+                    }
                     Token(t) => self.read_pushed(t - FIRST_SOURCE, &mut changes)?,
                 }
             }
-            if Instant::now() >= next_poll {
+            if next_poll.is_some_and(|t| Instant::now() >= t) {
                 self.poll(&mut changes)?;
-                next_poll = Instant::now() + interval;
+                next_poll = Instant::now().checked_add(interval);
             }
             if !reported {
                 // Still waiting for a first complete snapshot.
@@ -391,7 +426,10 @@ impl Watcher {
                     continue;
                 }
                 reported = true;
-                self.settle(&mut changes)?;
+                self.settle(&mut changes, deadline)?;
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(Stop::TimedOut);
+                }
                 if on_change(&changes, &self.snapshot)?.is_break() {
                     return Ok(Stop::Done);
                 }

@@ -174,8 +174,10 @@ fn a_foreign_listener_does_not_make_the_service_ready() {
             &[
                 "--ready-on",
                 "socket PORT=8080",
+                // Long enough for python3 to start and listen on 8081 even
+                // on a loaded machine.
                 "--timeout",
-                "1s",
+                "4s",
                 "--interval",
                 "20ms",
             ],
@@ -190,7 +192,7 @@ fn a_foreign_listener_does_not_make_the_service_ready() {
     let me = std::process::id();
     let comm = fs::read_to_string("/proc/self/comm").unwrap();
     let expected = format!(
-        "sockwatch: 'python3' not ready after 1s: 'socket PORT=8080' does not hold over its \
+        "sockwatch: 'python3' not ready after 4s: 'socket PORT=8080' does not hold over its \
          own sockets (it listens on tcp 127.0.0.1:8081); tcp 127.0.0.1:8080 is held by \
          another process (pid {me}, {}); stopping it",
         comm.trim_end()

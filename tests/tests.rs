@@ -5,6 +5,7 @@ mod netns;
 mod support;
 
 mod churn;
+mod cli;
 mod conditions;
 mod fallback;
 mod list;

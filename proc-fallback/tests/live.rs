@@ -1,5 +1,11 @@
 //! Against the running kernel: the same answers as the procfs crate, and
 //! the early stop that makes a poll cost O(listeners).
+//!
+//! The early-stop test makes a network namespace of its own (20,000
+//! connections must not crowd the host's). As root that takes nothing more;
+//! as an ordinary user, this binary first enters a user namespace where it is
+//! root, at load time (see [`ENTER_USER_NAMESPACE`]), as the main crate's
+//! integration tests do.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -79,15 +85,46 @@ fn same_listeners_as_the_procfs_crate() {
     assert!(tcp.contains(&(tcp6.local_addr().unwrap(), inode_of(&tcp6))));
 }
 
+/// An ordinary user may make network namespaces only inside a user
+/// namespace of its own, and a process may enter one only while it has a
+/// single thread (unshare(2): EINVAL otherwise). libtest starts a thread per
+/// test, so this runs at load time, before `main` (an `.init_array` entry,
+/// as the `ctor` crate would make, without the dependency), and maps our
+/// uid to root there. [`private_netns`] then only needs CLONE_NEWNET. As
+/// root, nothing to do.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static ENTER_USER_NAMESPACE: extern "C" fn() = enter_user_namespace;
+
+extern "C" fn enter_user_namespace() {
+    // SAFETY: getters without preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        return;
+    }
+    // SAFETY: unshare takes flags only; the process has one thread yet.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        // private_netns says what this means, in the test that needs it.
+        return;
+    }
+    // setgroups must be denied before an unprivileged gid_map is written.
+    let _ = fs::write("/proc/self/setgroups", "deny");
+    let _ = fs::write("/proc/self/uid_map", format!("0 {uid} 1"))
+        .and_then(|()| fs::write("/proc/self/gid_map", format!("0 {gid} 1")));
+}
+
 /// Moves this thread into a network namespace of its own, with lo up.
 fn private_netns() {
     // SAFETY: unshare takes flags only.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         panic!(
-            "cannot make a network namespace ({}): this test needs root",
+            "cannot make a network namespace ({}): run as root, or as a user allowed \
+             unprivileged user namespaces (sysctl user.max_user_namespaces, \
+             kernel.unprivileged_userns_clone)",
             std::io::Error::last_os_error()
         );
     }
+    // SAFETY: a datagram socket only to carry the ioctls below.
     let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
     // SAFETY: ifreq is plain data; the ioctls stay within it.
     unsafe {
