@@ -1,6 +1,6 @@
-//! Reachability and negation with real sockets: what a condition says about
-//! a listener is what a client addressing it would find, and `KEY!=VALUE`
-//! is exactly the negation of `KEY=VALUE`.
+//! What conditions answer about real listeners: what a client addressing
+//! them would find, `KEY!=VALUE` as exactly the negation of `KEY=VALUE`,
+//! and an owner sockwatch cannot read as unknown, never absent.
 
 use crate::each_source;
 use crate::support::*;
@@ -13,6 +13,7 @@ each_source!(
     ports_compare_as_numbers,
     globs_match_the_address_as_written,
     list_filters_with_the_same_rule,
+    unknown_owner_is_neither_ready_nor_gone,
 );
 
 /// Exits 0 at once when `condition` holds.
@@ -108,4 +109,58 @@ fn list_filters_with_the_same_rule(source: &str) {
         &out.lines(),
         &["socket PROTO=inet PORT=81 ADDR=127.0.0.2 TRANSPORT=tcp"],
     );
+}
+
+/// A Python listener on 127.0.0.1:`port` that makes itself non-dumpable:
+/// its fd table is then closed to other processes that lack
+/// CAP_SYS_PTRACE, so an ordinary `sockwatch` cannot tell who holds the
+/// socket. Killed when dropped.
+fn hidden_listener(port: u16) -> Running {
+    let server = format!(
+        r#"
+import ctypes, signal, socket
+PR_SET_DUMPABLE = 4
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+s = socket.socket(); s.bind(("127.0.0.1", {port})); s.listen()
+print("listening", flush=True)
+signal.pause()
+"#
+    );
+    let mut python = std::process::Command::new("python3");
+    python.args(["-c", &server]);
+    let mut server = Running::spawn(python);
+    assert_eq!(server.line(), "listening");
+    server
+}
+
+/// `wait` as an ordinary user.
+fn wait_unprivileged(source: &str, args: &[&str]) -> Output {
+    let mut args_with = vec!["wait"];
+    args_with.extend_from_slice(args);
+    let mut wait = command(source, &args_with);
+    as_ordinary_user(&mut wait);
+    finish(wait, PROMPTLY)
+}
+
+/// An owner sockwatch cannot read is unknown, not absent: a condition that
+/// rests on it is neither ready nor gone (it was "gone" at once).
+fn unknown_owner_is_neither_ready_nor_gone(source: &str) {
+    let _ns = Netns::enter();
+    let _server = hidden_listener(80);
+    let condition = "socket PORT=80 COMM=python3";
+    let out = wait_unprivileged(source, &["--gone", "--timeout", "500ms", condition]);
+    assert_eq!(out.code(), 124, "not known to be gone: {out}");
+    let out = wait_unprivileged(source, &["--timeout", "500ms", condition]);
+    assert_eq!(out.code(), 124, "not known to hold: {out}");
+    // What is known decides where it can.
+    let out = wait_unprivileged(
+        source,
+        &["--gone", "--timeout", "2s", "socket PORT=81 COMM=python3"],
+    );
+    assert_eq!(out.code(), 0, "no endpoint on 81: {out}");
+    let out = wait_unprivileged(
+        source,
+        &["--timeout", "2s", "socket PORT=80 or socket COMM=python3"],
+    );
+    assert_eq!(out.code(), 0, "80 listens: {out}");
 }
