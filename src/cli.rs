@@ -496,8 +496,14 @@ fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| watcher.default_interval(false)),
     )?;
     let stop = watcher.run(interval, deadline, None, |_, snapshot| {
-        let holds = condition.holds(&snapshot.all_facts());
-        Ok(if holds != wait.gone {
+        // An answer that rests on a fact sockwatch cannot see is neither.
+        let facts = snapshot.all_facts();
+        let done = if wait.gone {
+            condition.fails(&facts)
+        } else {
+            condition.holds(&facts)
+        };
+        Ok(if done {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())

@@ -13,134 +13,229 @@
 //! a mix of `and` and `or` left to right, we refuse it: nobody reads
 //! `a and b or c` the same way twice.
 //!
-//! Reachability makes conditions say what a client would find: a wildcard
-//! listener (`0.0.0.0`, `::`) satisfies a concrete `ADDR` of its family, and a
-//! dual-stack `::` listener (v6only off) satisfies IPv4 terms too — Node.js
-//! and many servers listen on `::` by default, and a user who waits for
-//! `PROTO=inet PORT=3000` must not hang.
+//! Values are typed from the parser to the match: a port or process id is a
+//! number (`PORT=080` is port 80), an address an `IpAddr` or `IpNet`. A glob
+//! matches the field as it is written (decimal without leading zeros, RFC
+//! 5952 text). Reachability (`condition/reach.rs`) makes address and
+//! protocol terms say what a client would find, and `KEY!=VALUE` is exactly
+//! the negation of `KEY=VALUE` where KEY is present.
+//!
+//! Facts sockwatch could not read (the owner of another user's socket) are
+//! unknown, not absent: evaluation is three-valued (Kleene's logic), so an
+//! unknown fact never decides an answer on its own.
 //!
 //! The parser lives in `condition/parse.rs`; this file holds the model and
 //! the matching.
 
 mod glob;
 mod parse;
+mod reach;
 
 use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::endpoint::{Endpoint, Family, Table};
+use crate::endpoint::{Endpoint, Family, Table, Transport};
+use crate::field::Field;
 
 pub use parse::ConditionError;
+
+use glob::Glob;
 
 /// The facts a condition is evaluated on, for one endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {
     /// The endpoint.
     pub endpoint: &'a Endpoint,
-    /// `IPV6_V6ONLY`, already resolved by the caller (`None` for IPv4).
+    /// `IPV6_V6ONLY`, already resolved by the caller: `None` for IPv4 (the
+    /// field is absent), or for IPv6 where it could not be known.
     pub v6only: Option<bool>,
-    /// What is known of the process holding it.
+    /// The process holding it: `PID` and `COMM`.
     pub owner: OwnerFact<'a>,
 }
 
-/// What is known of the process behind an endpoint.
+/// What is known of the process holding an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OwnerFact<'a> {
-    /// Not looked up, or no visible process holds it: PID and COMM are
-    /// absent.
+    /// Not looked up, or no visible process holds it: `PID` and `COMM` are
+    /// absent (`PID=1` and `PID!=1` are both false).
     Absent,
-    /// The process holding it.
+    /// The holder.
     Known {
-        /// Its pid.
+        /// Its process id.
         pid: u32,
-        /// Its command name.
+        /// Its command name, as lossless text (see [`crate::quote`]).
         comm: &'a str,
     },
-    /// It could not be seen (another user's process): unknown, not absent.
+    /// A holder exists but could not be read (another user's process): a
+    /// term on `PID` or `COMM` is neither true nor false.
     Unknown,
 }
 
-impl Facts<'_> {
-    /// The IPv4 address of an IPv4-mapped IPv6 listener.
-    fn mapped_v4(&self) -> Option<std::net::Ipv4Addr> {
-        match self.endpoint.addr {
-            IpAddr::V6(v6) if !v6.is_unspecified() => v6.to_ipv4_mapped(),
-            _ => None,
-        }
-    }
-
-    /// A `::` listener that also accepts IPv4.
-    fn dual_stack(&self) -> bool {
-        self.endpoint.family() == Family::Inet6
-            && self.endpoint.is_wildcard()
-            && self.v6only == Some(false)
-    }
-}
-
-/// A key of a term.
+/// A three-valued answer (Kleene's logic): `Unknown` where a fact could not
+/// be read and the rest does not decide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Key {
-    Proto,
-    Port,
-    Addr,
-    Transport,
-    V6only,
-    Pid,
-    Comm,
+pub enum Truth {
+    /// Holds.
+    Yes,
+    /// Does not hold.
+    No,
+    /// Depends on a fact sockwatch could not read.
+    Unknown,
 }
 
-impl Key {
-    /// Every key, in the order error messages list them.
-    pub(crate) const ALL: [Key; 7] = [
-        Key::Proto,
-        Key::Port,
-        Key::Addr,
-        Key::Transport,
-        Key::V6only,
-        Key::Pid,
-        Key::Comm,
-    ];
-    /// What positional values stand for, in order.
-    pub(crate) const POSITIONAL: [Key; 4] = [Key::Proto, Key::Port, Key::Addr, Key::Transport];
-
-    pub(crate) fn name(self) -> &'static str {
+impl Truth {
+    fn not(self) -> Truth {
         match self {
-            Key::Proto => "PROTO",
-            Key::Port => "PORT",
-            Key::Addr => "ADDR",
-            Key::Transport => "TRANSPORT",
-            Key::V6only => "V6ONLY",
-            Key::Pid => "PID",
-            Key::Comm => "COMM",
+            Truth::Yes => Truth::No,
+            Truth::No => Truth::Yes,
+            Truth::Unknown => Truth::Unknown,
+        }
+    }
+
+    /// Kleene conjunction: false wins, then unknown.
+    fn all(answers: impl IntoIterator<Item = Truth>) -> Truth {
+        let mut result = Truth::Yes;
+        for answer in answers {
+            match answer {
+                Truth::No => return Truth::No,
+                Truth::Unknown => result = Truth::Unknown,
+                Truth::Yes => {}
+            }
+        }
+        result
+    }
+
+    /// Kleene disjunction: true wins, then unknown.
+    fn any(answers: impl IntoIterator<Item = Truth>) -> Truth {
+        Truth::all(answers.into_iter().map(Truth::not)).not()
+    }
+}
+
+impl From<bool> for Truth {
+    fn from(value: bool) -> Truth {
+        if value { Truth::Yes } else { Truth::No }
+    }
+}
+
+/// A number pattern: `PORT` and `PID`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Numbers {
+    /// One number (`PORT=080` is 80).
+    Exact(u32),
+    /// `A-B`, inclusive.
+    Range(u32, u32),
+    /// A glob over the decimal text without leading zeros.
+    Glob(Glob),
+}
+
+impl Numbers {
+    fn matches(&self, number: u32) -> bool {
+        match self {
+            Numbers::Exact(n) => *n == number,
+            Numbers::Range(low, high) => (*low..=*high).contains(&number),
+            Numbers::Glob(glob) => glob.matches(&number.to_string()),
         }
     }
 }
 
-/// What a term's value matches.
+/// An address pattern.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Pattern {
-    /// fnmatch(3) glob (a plain word is a glob without metacharacters).
-    Glob(String),
-    /// `PORT=A-B`, inclusive.
-    Range(u16, u16),
-    /// `ADDR=` a concrete address.
+pub(crate) enum Addrs {
+    /// One address; IPv4-mapped ones are made IPv4. Matched by
+    /// reachability.
     Ip(IpAddr),
-    /// `ADDR=` a CIDR block.
+    /// A CIDR block, likewise; holds when the listener reaches some address
+    /// of it.
     Net(IpNet),
+    /// A glob over the address as written: RFC 5952 text, and for an
+    /// IPv4-mapped listener its IPv4 form too. No reachability: a glob
+    /// describes text, and `0.0.0.0` is not text `127.*` matches.
+    Glob(Glob),
 }
 
-impl Pattern {
-    /// Plain matching of a field's text, without reachability.
-    fn matches_text(&self, text: &str) -> bool {
+/// What one term tests, typed by its field.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Test {
+    /// `PROTO=`: the families the value names (a glob may name both).
+    Proto(Vec<Family>),
+    Port(Numbers),
+    Addr(Addrs),
+    /// `TRANSPORT=`: the transports the value names.
+    Transport(Vec<Transport>),
+    V6only(bool),
+    Pid(Numbers),
+    /// `COMM=`: a glob; a plain word is a glob without metacharacters.
+    Comm(Glob),
+}
+
+impl Test {
+    pub(crate) fn field(&self) -> Field {
         match self {
-            Pattern::Glob(glob) => glob::matches(glob, text),
-            Pattern::Range(low, high) => text
-                .parse::<u16>()
-                .is_ok_and(|p| (*low..=*high).contains(&p)),
-            Pattern::Ip(ip) => text.parse::<IpAddr>().is_ok_and(|a| a == *ip),
-            Pattern::Net(net) => text.parse::<IpAddr>().is_ok_and(|a| net.contains(&a)),
+            Test::Proto(_) => Field::Proto,
+            Test::Port(_) => Field::Port,
+            Test::Addr(_) => Field::Addr,
+            Test::Transport(_) => Field::Transport,
+            Test::V6only(_) => Field::V6only,
+            Test::Pid(_) => Field::Pid,
+            Test::Comm(_) => Field::Comm,
+        }
+    }
+
+    /// The positive answer (`KEY=VALUE`), or `None` when the key is absent.
+    fn answer(&self, facts: &Facts<'_>) -> Option<Truth> {
+        let endpoint = facts.endpoint;
+        let owner = || match facts.owner {
+            OwnerFact::Absent => None,
+            OwnerFact::Unknown => Some(Err(Truth::Unknown)),
+            OwnerFact::Known { pid, comm } => Some(Ok((pid, comm))),
+        };
+        Some(match self {
+            Test::Proto(families) => {
+                if families.contains(&endpoint.family()) {
+                    Truth::Yes
+                } else if families.contains(&Family::Inet) {
+                    reach::reaches_ipv4(facts)
+                } else {
+                    Truth::No
+                }
+            }
+            Test::Port(numbers) => Truth::from(numbers.matches(u32::from(endpoint.port))),
+            Test::Addr(Addrs::Ip(ip)) => reach::reaches_addr(facts, *ip),
+            Test::Addr(Addrs::Net(net)) => reach::reaches_net(facts, net),
+            Test::Addr(Addrs::Glob(glob)) => {
+                let bound = reach::bound(facts);
+                Truth::from(
+                    glob.matches(&endpoint.addr.to_string())
+                        || (bound != endpoint.addr && glob.matches(&bound.to_string())),
+                )
+            }
+            Test::Transport(transports) => Truth::from(transports.contains(&endpoint.transport)),
+            Test::V6only(wanted) => match (endpoint.family(), facts.v6only) {
+                (Family::Inet, _) => return None,
+                (Family::Inet6, None) => Truth::Unknown,
+                (Family::Inet6, Some(v6only)) => Truth::from(v6only == *wanted),
+            },
+            Test::Pid(numbers) => match owner()? {
+                Ok((pid, _)) => Truth::from(numbers.matches(pid)),
+                Err(unknown) => unknown,
+            },
+            Test::Comm(glob) => match owner()? {
+                Ok((_, comm)) => Truth::from(glob.matches(comm)),
+                Err(unknown) => unknown,
+            },
+        })
+    }
+
+    /// Whether the answer could depend on V6ONLY.
+    fn depends_on_v6only(&self) -> bool {
+        match self {
+            Test::V6only(_) => true,
+            Test::Proto(families) => families.contains(&Family::Inet),
+            Test::Addr(Addrs::Ip(ip)) => ip.is_ipv4(),
+            Test::Addr(Addrs::Net(net)) => matches!(net, IpNet::V4(_)),
+            _ => false,
         }
     }
 }
@@ -148,74 +243,21 @@ impl Pattern {
 /// `KEY=VALUE` or `KEY!=VALUE`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Term {
-    pub(crate) key: Key,
+    pub(crate) test: Test,
     pub(crate) negated: bool,
-    pub(crate) pattern: Pattern,
 }
 
 impl Term {
-    /// Whether `facts` satisfy the term. A negated term is false when the
-    /// key is absent (Upstart's rule), and compares plainly: reachability
-    /// widens what a positive term accepts, but `ADDR!=127.0.0.1` means "not
-    /// bound to 127.0.0.1", which a wildcard listener is not.
-    fn matches(&self, facts: &Facts<'_>) -> bool {
-        let Some(text) = field(self.key, facts) else {
-            return false;
-        };
-        if self.negated {
-            return !self.pattern.matches_text(&text);
-        }
-        self.pattern.matches_text(&text) || self.reaches(facts)
-    }
-
-    /// Reachability: what a client addressing the term's value would reach.
-    /// An IPv4-mapped listener (`::ffff:127.0.0.1`, what Java binds on a
-    /// dual-stack host) takes IPv4 clients of that address only.
-    fn reaches(&self, facts: &Facts<'_>) -> bool {
-        let endpoint = facts.endpoint;
-        let mapped = facts.mapped_v4();
-        match (&self.key, &self.pattern) {
-            (Key::Proto, pattern) => {
-                (facts.dual_stack() || mapped.is_some())
-                    && pattern.matches_text(Family::Inet.as_str())
-            }
-            (Key::Addr, Pattern::Ip(ip)) => {
-                (endpoint.is_wildcard() && Family::of(ip) == endpoint.family())
-                    || (facts.dual_stack() && ip.is_ipv4())
-                    || mapped.is_some_and(|v4| *ip == IpAddr::V4(v4))
-            }
-            (Key::Addr, Pattern::Net(net)) => {
-                let net_family = Family::of(&net.addr());
-                (endpoint.is_wildcard() && net_family == endpoint.family())
-                    || (facts.dual_stack() && net_family == Family::Inet)
-                    || mapped.is_some_and(|v4| net.contains(&IpAddr::V4(v4)))
-            }
-            (Key::Addr, Pattern::Glob(glob)) => {
-                mapped.is_some_and(|v4| glob::matches(glob, &v4.to_string()))
-            }
-            _ => false,
+    /// `KEY=VALUE` as the test answers it; `KEY!=VALUE` is exactly its
+    /// negation, reachability included. Both are false where the key is
+    /// absent (Upstart's rule).
+    fn truth(&self, facts: &Facts<'_>) -> Truth {
+        match self.test.answer(facts) {
+            None => Truth::No,
+            Some(answer) if self.negated => answer.not(),
+            Some(answer) => answer,
         }
     }
-}
-
-/// The text of a field, or `None` when it is absent.
-fn field(key: Key, facts: &Facts<'_>) -> Option<String> {
-    let endpoint = facts.endpoint;
-    Some(match key {
-        Key::Proto => endpoint.family().as_str().to_owned(),
-        Key::Port => endpoint.port.to_string(),
-        Key::Addr => endpoint.addr.to_string(),
-        Key::Transport => endpoint.transport.as_str().to_owned(),
-        Key::V6only => u8::from(facts.v6only?).to_string(),
-        Key::Pid => match facts.owner {
-            OwnerFact::Known { pid, .. } => pid.to_string(),
-            _ => return None,
-        },
-        Key::Comm => match facts.owner {
-            OwnerFact::Known { comm, .. } => comm.to_owned(),
-            _ => return None,
-        },
-    })
 }
 
 /// `socket TERM...`: satisfied by one endpoint that matches every term.
@@ -225,24 +267,25 @@ pub(crate) struct Clause {
 }
 
 impl Clause {
-    fn matches(&self, facts: &Facts<'_>) -> bool {
-        self.terms.iter().all(|t| t.matches(facts))
+    fn truth(&self, facts: &Facts<'_>) -> Truth {
+        Truth::all(self.terms.iter().map(|t| t.truth(facts)))
     }
 
     /// Whether some endpoint of `table` could satisfy the clause. Exact for
     /// TRANSPORT and PROTO, which every endpoint has; other keys never rule a
     /// table out.
     fn may_match(&self, table: Table) -> bool {
-        self.terms.iter().all(|term| match term.key {
-            Key::Transport => term.negated != term.pattern.matches_text(table.transport.as_str()),
-            Key::Proto => {
-                let own = term.pattern.matches_text(table.family.as_str());
+        self.terms.iter().all(|term| match &term.test {
+            Test::Transport(transports) => term.negated != transports.contains(&table.transport),
+            Test::Proto(families) => {
+                let own = families.contains(&table.family);
                 if term.negated {
+                    // A listener in the inet6 table is always PROTO=inet6.
                     !own
                 } else {
-                    // A dual-stack `::` in the inet6 table satisfies inet.
-                    own || (table.family == Family::Inet6
-                        && term.pattern.matches_text(Family::Inet.as_str()))
+                    // A dual-stack or mapped listener in the inet6 table
+                    // satisfies inet.
+                    own || (table.family == Family::Inet6 && families.contains(&Family::Inet))
                 }
             }
             _ => true,
@@ -259,11 +302,12 @@ pub(crate) enum Expr {
 }
 
 impl Expr {
-    fn holds(&self, endpoints: &[Facts<'_>]) -> bool {
+    /// A clause holds over the set when some endpoint satisfies it.
+    fn truth(&self, endpoints: &[Facts<'_>]) -> Truth {
         match self {
-            Expr::Clause(clause) => endpoints.iter().any(|f| clause.matches(f)),
-            Expr::And(all) => all.iter().all(|e| e.holds(endpoints)),
-            Expr::Or(any) => any.iter().any(|e| e.holds(endpoints)),
+            Expr::Clause(clause) => Truth::any(endpoints.iter().map(|f| clause.truth(f))),
+            Expr::And(all) => Truth::all(all.iter().map(|e| e.truth(endpoints))),
+            Expr::Or(any) => Truth::any(any.iter().map(|e| e.truth(endpoints))),
         }
     }
 
@@ -273,40 +317,60 @@ impl Expr {
             Expr::And(list) | Expr::Or(list) => Box::new(list.iter().flat_map(Expr::clauses)),
         }
     }
+
+    fn terms(&self) -> impl Iterator<Item = &Term> + '_ {
+        self.clauses().flat_map(|c| &c.terms)
+    }
 }
 
 /// A parsed condition.
 #[derive(Debug, Clone)]
 pub struct Condition {
-    text: String,
+    /// The text for messages: trimmed, control characters escaped.
+    shown: String,
     expr: Expr,
 }
 
 impl Condition {
     /// Parses Upstart `start on` syntax; the error names the position and
-    /// what was expected.
+    /// what was expected. A term that can never hold is an error too.
     pub fn parse(text: &str) -> Result<Condition, ConditionError> {
         let expr = parse::parse(text)?;
         Ok(Condition {
-            text: text.trim().to_owned(),
+            shown: shown(text),
             expr,
         })
     }
 
-    /// The text as the user gave it, trimmed.
+    /// The condition as messages show it: the user's text, trimmed, on one
+    /// line (line breaks and tabs as spaces), other control characters
+    /// escaped so that it cannot forge a line of a log.
     pub fn text(&self) -> &str {
-        &self.text
+        &self.shown
     }
 
-    /// Whether the condition holds over the current set of endpoints.
+    /// The three-valued answer over the current set of endpoints.
+    pub fn evaluate(&self, endpoints: &[Facts<'_>]) -> Truth {
+        self.expr.truth(endpoints)
+    }
+
+    /// Whether the condition holds (is known to be true): what `wait`
+    /// waits for.
     pub fn holds(&self, endpoints: &[Facts<'_>]) -> bool {
-        self.expr.holds(endpoints)
+        self.evaluate(endpoints) == Truth::Yes
+    }
+
+    /// Whether the condition is known not to hold: what `wait --gone` waits
+    /// for. Not the same as `!holds`: an answer that depends on an unknown
+    /// fact is neither.
+    pub fn fails(&self, endpoints: &[Facts<'_>]) -> bool {
+        self.evaluate(endpoints) == Truth::No
     }
 
     /// Whether this endpoint satisfies at least one `socket` clause: the
     /// filter of `list CONDITION` and `watch CONDITION`.
     pub fn selects(&self, facts: &Facts<'_>) -> bool {
-        self.expr.clauses().any(|c| c.matches(facts))
+        self.expr.clauses().any(|c| c.truth(facts) == Truth::Yes)
     }
 
     /// The kernel tables that could satisfy the condition: the only ones
@@ -322,16 +386,39 @@ impl Condition {
     /// the endpoints.
     pub fn uses_processes(&self) -> bool {
         self.expr
-            .clauses()
-            .flat_map(|c| &c.terms)
-            .any(|t| matches!(t.key, Key::Pid | Key::Comm))
+            .terms()
+            .any(|t| matches!(t.test.field(), Field::Pid | Field::Comm))
+    }
+
+    /// Whether some term's answer could depend on V6ONLY: `V6ONLY` terms,
+    /// `PROTO` terms that accept inet, IPv4 `ADDR` addresses and blocks.
+    /// Where V6ONLY is only assumed (/proc reads the system default), the
+    /// caller says so.
+    pub fn depends_on_v6only(&self) -> bool {
+        self.expr.terms().any(|t| t.test.depends_on_v6only())
     }
 }
 
 impl fmt::Display for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(&self.shown)
     }
+}
+
+/// The text of a condition for messages (see [`Condition::text`]).
+fn shown(text: &str) -> String {
+    let one_line: String = text
+        .trim()
+        .chars()
+        .map(|c| {
+            if matches!(c, '\n' | '\r' | '\t') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    crate::quote::escape_controls(&one_line).into_owned()
 }
 
 #[cfg(test)]
@@ -353,6 +440,10 @@ mod tests {
             v6only,
             owner: OwnerFact::Absent,
         }
+    }
+
+    fn evaluate(condition: &str, endpoints: &[Facts<'_>]) -> Truth {
+        Condition::parse(condition).unwrap().evaluate(endpoints)
     }
 
     fn holds(condition: &str, endpoints: &[Facts<'_>]) -> bool {
@@ -406,11 +497,10 @@ mod tests {
         assert!(holds("socket ADDR=127.0.0.1", &all));
         assert!(holds("socket ADDR=10.0.0.0/8", &all));
         assert!(!holds("socket ADDR=::1", &all));
-        assert!(
-            !holds("socket ADDR!=0.0.0.0", &all),
-            "negation compares plainly"
-        );
-        assert!(holds("socket ADDR!=127.0.0.1", &all));
+        assert!(!holds("socket ADDR!=0.0.0.0", &all));
+        // Negation includes reachability: 127.0.0.1 reaches this listener.
+        assert!(!holds("socket ADDR!=127.0.0.1", &all));
+        assert!(holds("socket ADDR!=::1", &all));
         let lo = endpoint(Transport::Tcp, "127.0.0.1", 80);
         let all = [facts(&lo, None)];
         assert!(holds("socket ADDR=127.0.0.0/8", &all));
@@ -480,6 +570,249 @@ mod tests {
         let c = endpoint(Transport::Tcp, "0.0.0.0", 22);
         assert!(condition.selects(&facts(&a, None)));
         assert!(!condition.selects(&facts(&c, None)));
+    }
+
+    #[test]
+    fn negation_is_exactly_the_negation_where_the_key_is_present() {
+        let any6 = endpoint(Transport::Tcp, "::", 3000);
+        let dual = [facts(&any6, Some(false))];
+        assert!(holds("socket PROTO=inet", &dual));
+        assert!(
+            !holds("socket PROTO!=inet", &dual),
+            "a dual-stack :: is inet"
+        );
+        let any4 = endpoint(Transport::Tcp, "0.0.0.0", 80);
+        let wildcard = [facts(&any4, None)];
+        assert!(holds("socket ADDR=127.0.0.1", &wildcard));
+        assert!(!holds("socket ADDR!=127.0.0.1", &wildcard));
+
+        let endpoints = [
+            endpoint(Transport::Tcp, "0.0.0.0", 80),
+            endpoint(Transport::Tcp, "127.0.0.1", 80),
+            endpoint(Transport::Udp, "::", 53),
+            endpoint(Transport::Tcp, "::1", 8080),
+            endpoint(Transport::Tcp, "::ffff:127.0.0.1", 7000),
+            endpoint(Transport::Tcp, "::ffff:0.0.0.0", 7001),
+        ];
+        let terms = [
+            "PROTO=inet",
+            "PROTO=inet6",
+            "PROTO=inet*",
+            "PORT=80",
+            "PORT=8*",
+            "PORT=50-60",
+            "ADDR=127.0.0.1",
+            "ADDR=::ffff:127.0.0.1",
+            "ADDR=0.0.0.0",
+            "ADDR=::",
+            "ADDR=::1",
+            "ADDR=127.0.0.0/8",
+            "ADDR=fd00::/8",
+            "ADDR=127.*",
+            "TRANSPORT=udp",
+            "V6ONLY=1",
+        ];
+        for e in &endpoints {
+            for v6only in [Some(false), Some(true)] {
+                let v6only = (e.family() == Family::Inet6).then_some(v6only).flatten();
+                let all = [facts(e, v6only)];
+                for term in terms {
+                    let positive = evaluate(&format!("socket {term}"), &all);
+                    let negated =
+                        evaluate(&format!("socket {}", term.replacen('=', "!=", 1)), &all);
+                    let present = !(term.starts_with("V6ONLY") && e.family() == Family::Inet);
+                    let expected = if present { positive.not() } else { Truth::No };
+                    assert_eq!(negated, expected, "{term} on {e} (v6only {v6only:?})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mapped_addresses_are_ipv4_both_ways() {
+        let mapped_any = endpoint(Transport::Tcp, "::ffff:0.0.0.0", 80);
+        let all = [facts(&mapped_any, Some(false))];
+        assert!(holds("socket ADDR=127.0.0.1", &all), "the IPv4 wildcard");
+        assert!(holds("socket ADDR=0.0.0.0", &all));
+        assert!(holds("socket PROTO=inet", &all));
+        assert!(!holds("socket ADDR=::1", &all));
+        assert!(
+            holds("socket ADDR=0.0.0.*", &all),
+            "a glob sees the IPv4 form"
+        );
+        for listener in ["127.0.0.1", "0.0.0.0"] {
+            let e = endpoint(Transport::Tcp, listener, 80);
+            let all = [facts(&e, None)];
+            assert!(holds("socket ADDR=::ffff:127.0.0.1", &all), "{listener}");
+            assert!(
+                holds("socket ADDR=::ffff:127.0.0.0/104", &all),
+                "{listener}"
+            );
+            assert!(!holds("socket ADDR=::ffff:127.0.0.2", &all) || listener == "0.0.0.0");
+        }
+    }
+
+    #[test]
+    fn globs_match_the_address_as_written() {
+        let any4 = endpoint(Transport::Tcp, "0.0.0.0", 80);
+        let all = [facts(&any4, None)];
+        assert!(
+            !holds("socket ADDR=127.*", &all),
+            "no reachability for globs"
+        );
+        assert!(holds("socket ADDR=0.*", &all));
+        assert!(holds("socket ADDR=127.0.0.0/8", &all), "a block reaches it");
+        let lo6 = endpoint(Transport::Tcp, "::1", 80);
+        assert!(holds("socket ADDR=::?", &[facts(&lo6, Some(true))]));
+    }
+
+    #[test]
+    fn numbers_compare_as_numbers() {
+        let e = endpoint(Transport::Tcp, "127.0.0.1", 80);
+        let init = [Facts {
+            owner: OwnerFact::Known {
+                pid: 1,
+                comm: "init",
+            },
+            ..facts(&e, None)
+        }];
+        for condition in [
+            "socket PORT=080",
+            "socket PORT=0080-0080",
+            "socket inet 00080",
+            "socket PID=01",
+            "socket PID=1",
+            "socket PORT=8?",
+        ] {
+            assert!(holds(condition, &init), "{condition}");
+        }
+        assert!(!holds("socket PORT!=080", &init));
+        assert!(!holds("socket PID=10", &init));
+    }
+
+    #[test]
+    fn unknown_owners_neither_hold_nor_fail() {
+        let e = endpoint(Transport::Tcp, "0.0.0.0", 80);
+        let unknown = [Facts {
+            owner: OwnerFact::Unknown,
+            ..facts(&e, None)
+        }];
+        let cases = [
+            ("socket PORT=80 COMM=python3", Truth::Unknown),
+            ("socket PORT=80 COMM!=python3", Truth::Unknown),
+            ("socket PORT=80 PID=1", Truth::Unknown),
+            ("socket PORT=81 COMM=python3", Truth::No),
+            ("socket COMM=python3 PORT=81", Truth::No),
+            ("socket PORT=80 or socket COMM=python3", Truth::Yes),
+            ("socket PORT=81 or socket COMM=python3", Truth::Unknown),
+            ("socket PORT=81 and socket COMM=python3", Truth::No),
+            ("socket PORT=80 and socket COMM=python3", Truth::Unknown),
+            ("socket PORT=80", Truth::Yes),
+        ];
+        for (condition, expected) in cases {
+            assert_eq!(evaluate(condition, &unknown), expected, "{condition}");
+        }
+        let condition = Condition::parse("socket PORT=80 COMM=python3").unwrap();
+        assert!(!condition.holds(&unknown), "not ready");
+        assert!(!condition.fails(&unknown), "not gone either");
+        assert!(!condition.selects(&unknown[0]));
+        // Several endpoints: one known match decides.
+        let other = endpoint(Transport::Tcp, "0.0.0.0", 81);
+        let mixed = [
+            unknown[0],
+            Facts {
+                owner: OwnerFact::Known {
+                    pid: 7,
+                    comm: "python3",
+                },
+                ..facts(&other, None)
+            },
+        ];
+        assert_eq!(evaluate("socket COMM=python3", &mixed), Truth::Yes);
+        assert_eq!(evaluate("socket COMM=nginx", &mixed), Truth::Unknown);
+        // An absent owner is absent: both forms are false.
+        let absent = [facts(&e, None)];
+        assert!(
+            Condition::parse("socket COMM=python3")
+                .unwrap()
+                .fails(&absent)
+        );
+        assert!(
+            Condition::parse("socket COMM!=python3")
+                .unwrap()
+                .fails(&absent)
+        );
+    }
+
+    #[test]
+    fn unknown_v6only_leaves_ipv4_reach_unknown() {
+        let any6 = endpoint(Transport::Tcp, "::", 3000);
+        let all = [facts(&any6, None)];
+        assert_eq!(evaluate("socket PROTO=inet", &all), Truth::Unknown);
+        assert_eq!(evaluate("socket ADDR=127.0.0.1", &all), Truth::Unknown);
+        assert_eq!(evaluate("socket V6ONLY=1", &all), Truth::Unknown);
+        assert_eq!(evaluate("socket PROTO=inet6", &all), Truth::Yes);
+        assert_eq!(evaluate("socket ADDR=::1", &all), Truth::Yes);
+    }
+
+    #[test]
+    fn kleene_logic() {
+        use Truth::*;
+        let values = [Yes, No, Unknown];
+        for a in values {
+            for b in values {
+                let and = Truth::all([a, b]);
+                let or = Truth::any([a, b]);
+                let expected_and = if a == No || b == No {
+                    No
+                } else if a == Yes && b == Yes {
+                    Yes
+                } else {
+                    Unknown
+                };
+                let expected_or = if a == Yes || b == Yes {
+                    Yes
+                } else if a == No && b == No {
+                    No
+                } else {
+                    Unknown
+                };
+                assert_eq!(and, expected_and, "{a:?} and {b:?}");
+                assert_eq!(or, expected_or, "{a:?} or {b:?}");
+            }
+        }
+        assert_eq!(Truth::any([]), No, "no endpoint");
+        assert_eq!(Truth::all([]), Yes, "a clause without terms");
+    }
+
+    #[test]
+    fn what_depends_on_v6only() {
+        let depends = |text: &str| Condition::parse(text).unwrap().depends_on_v6only();
+        assert!(depends("socket PROTO=inet"));
+        assert!(depends("socket inet 80"));
+        assert!(depends("socket PROTO!=inet"));
+        assert!(depends("socket PROTO=inet*"));
+        assert!(depends("socket ADDR=127.0.0.1"));
+        assert!(depends("socket ADDR=::ffff:127.0.0.1"));
+        assert!(depends("socket ADDR=10.0.0.0/8"));
+        assert!(depends("socket V6ONLY=0"));
+        assert!(depends("socket PORT=1 or socket PROTO=inet"));
+        assert!(!depends("socket PROTO=inet6"));
+        assert!(!depends("socket ADDR=::1"));
+        assert!(!depends("socket ADDR=127.*"));
+        assert!(!depends("socket PORT=80 TRANSPORT=tcp"));
+    }
+
+    #[test]
+    fn messages_show_the_condition_on_one_safe_line() {
+        let condition =
+            Condition::parse("  (socket PORT=1\n\tor socket COMM=\"a\x1bb\")  ").unwrap();
+        assert_eq!(
+            condition.text(),
+            r#"(socket PORT=1  or socket COMM="a\x1bb")"#
+        );
+        let raw = Condition::parse("socket COMM=\"a\u{1b}[2Jb\"").unwrap();
+        assert_eq!(raw.to_string(), r#"socket COMM="a\x1b[2Jb""#);
     }
 
     #[test]

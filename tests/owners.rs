@@ -71,3 +71,58 @@ fn a_comm_filtered_watch_reports_the_close() {
     stop(other);
     watch.no_line_for(std::time::Duration::from_millis(200));
 }
+#[test]
+fn an_owner_that_cannot_be_read_is_unknown_not_absent() {
+    let _ns = Netns::enter();
+    // Held by this (privileged) test process: an ordinary user may not
+    // look into its descriptors.
+    let _web = tcp("127.0.0.1:8080");
+    let as_user = |args: &[&str]| {
+        let mut command = command("netlink", args);
+        as_ordinary_user(&mut command);
+        finish(command, PROMPTLY)
+    };
+    for (condition, gone) in [
+        ("socket PORT=8080 COMM=python3", true),
+        ("socket PORT=8080 COMM=python3", false),
+        ("socket PORT=8080 COMM!=python3", false),
+        ("socket PORT=8080 COMM!=python3", true),
+    ] {
+        let mut args = vec!["wait", "--timeout", "500ms"];
+        if gone {
+            args.push("--gone");
+        }
+        args.push(condition);
+        let out = as_user(&args);
+        assert_eq!(
+            out.code(),
+            124,
+            "neither holds nor fails on an owner it cannot see: {args:?}\n{out}"
+        );
+        assert!(
+            out.stderr
+                .contains("cannot see which process holds 1 endpoint(s)"),
+            "{out}"
+        );
+        assert_eq!(
+            out.stderr.matches("cannot see").count(),
+            1,
+            "said once: {out}"
+        );
+    }
+    // A condition that does not depend on the owner is answered.
+    let out = as_user(&["wait", "--timeout", "5s", "socket PORT=8080"]);
+    assert_eq!(out.code(), 0, "{out}");
+    // What can be seen still decides: our own process is readable to us.
+    let out = run(
+        "netlink",
+        &[
+            "wait",
+            "--timeout",
+            "500ms",
+            "--gone",
+            "socket PORT=8080 COMM=python3",
+        ],
+    );
+    assert_eq!(out.code(), 0, "root sees the owner is not python3: {out}");
+}

@@ -10,6 +10,7 @@ mod conditions;
 mod fallback;
 mod list;
 mod owners;
+mod reach;
 mod run;
 mod wait;
 mod watch;
