@@ -140,6 +140,8 @@ fn through_library(
             proc_root: "/proc".into(),
             announce: false,
             verbose: false,
+            refresh_owners: false,
+            v6only_matters: false,
         })
         .unwrap();
         let mut first = true;

@@ -35,6 +35,8 @@ fn watcher(source: SourceChoice) -> Watcher {
         proc_root: "/proc".into(),
         announce: false,
         verbose: false,
+        refresh_owners: false,
+        v6only_matters: false,
     })
     .unwrap()
 }

@@ -286,6 +286,8 @@ fn options(args: &Args, condition: Option<&Condition>, pushed: bool, processes: 
         // when asked.
         announce: matches!(args.command, Command::Watch(_)),
         verbose: args.verbose,
+        refresh_owners: condition.is_some_and(Condition::uses_processes),
+        v6only_matters: condition.is_some_and(Condition::depends_on_v6only),
     }
 }
 

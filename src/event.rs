@@ -10,8 +10,10 @@ use std::io::{self, Write};
 use std::time::SystemTime;
 
 use serde::Serialize;
+use serde::ser::SerializeMap;
 
 use crate::endpoint::Endpoint;
+use crate::field::{Field, Value};
 use crate::snapshot::Listener;
 
 /// Whether an endpoint appeared or went away.
@@ -56,23 +58,29 @@ pub enum Format {
     Json,
 }
 
-/// The JSON Lines object: contract field names, in a fixed order.
-#[derive(Serialize)]
-struct JsonEvent {
-    event: &'static str,
-    proto: &'static str,
-    port: u16,
-    addr: String,
-    transport: &'static str,
-    v6only: Option<bool>,
-    uid: Option<u32>,
-    inodes: Vec<u64>,
-    source: &'static str,
-    time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    comm: Option<String>,
+/// The JSON Lines object: `event`, every field of the table in its order
+/// (`null` where unknown or not applicable: a key is never absent), then
+/// `uid`, `inodes`, `source`, `time`.
+struct JsonEvent<'a>(&'a Event);
+
+impl Serialize for JsonEvent<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let event = self.0;
+        let mut map = serializer.serialize_map(Some(Field::ALL.len() + 5))?;
+        map.serialize_entry("event", event.kind.as_str())?;
+        for field in Field::ALL {
+            let value = event.value(field).map(|v| v.json());
+            map.serialize_entry(field.json_name(), &value)?;
+        }
+        map.serialize_entry("uid", &event.listener.uid())?;
+        map.serialize_entry("inodes", &event.listener.inodes().collect::<Vec<u64>>())?;
+        map.serialize_entry("source", event.listener.source().as_str())?;
+        map.serialize_entry(
+            "time",
+            &humantime::format_rfc3339_millis(event.time).to_string(),
+        )?;
+        map.end()
+    }
 }
 
 impl Event {
@@ -99,73 +107,108 @@ impl Event {
         out.flush()
     }
 
-    fn json(&self) -> JsonEvent {
-        JsonEvent {
-            event: self.kind.as_str(),
-            proto: self.endpoint.family().as_str(),
-            port: self.endpoint.port,
-            addr: self.endpoint.addr.to_string(),
-            transport: self.endpoint.transport.as_str(),
-            v6only: self.listener.v6only(),
-            uid: self.listener.uid(),
-            inodes: self.listener.inodes().collect(),
-            source: self.listener.source().as_str(),
-            time: humantime::format_rfc3339_millis(self.time).to_string(),
-            pid: self.listener.owner().map(|o| o.pid),
-            comm: self.listener.owner().map(|o| o.comm.clone()),
-        }
+    /// The value of `field` for this event, `None` where it does not apply
+    /// or is not known: `V6ONLY` of an IPv4 endpoint or of a /proc one,
+    /// `PID` and `COMM` unless processes were looked up and found.
+    pub fn value(&self, field: Field) -> Option<Value<'_>> {
+        let endpoint = &self.endpoint;
+        let owner = self.listener.owner();
+        Some(match field {
+            Field::Proto => Value::Word(endpoint.family().as_str()),
+            Field::Port => Value::Number(u32::from(endpoint.port)),
+            Field::Addr => Value::Addr(endpoint.addr),
+            Field::Transport => Value::Word(endpoint.transport.as_str()),
+            Field::V6only => Value::Flag(self.listener.v6only()?),
+            Field::Pid => Value::Number(owner?.pid),
+            Field::Comm => Value::Name(&owner?.comm),
+        })
+    }
+
+    /// The fields that have a value, in the contract's order.
+    pub fn fields(&self) -> impl Iterator<Item = (Field, Value<'_>)> + '_ {
+        Field::ALL
+            .into_iter()
+            .filter_map(|field| Some((field, self.value(field)?)))
+    }
+
+    fn json(&self) -> JsonEvent<'_> {
+        JsonEvent(self)
     }
 }
 
 impl fmt::Display for Event {
+    /// `socket PROTO=inet PORT=80 ADDR=0.0.0.0 TRANSPORT=tcp`, then the
+    /// optional fields that have a value, each quoted by the one rule.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind.as_str(), self.endpoint)?;
-        if let Some(v6only) = self.listener.v6only() {
-            write!(f, " V6ONLY={}", u8::from(v6only))?;
-        }
-        if let Some(owner) = self.listener.owner() {
-            write!(f, " PID={} COMM={}", owner.pid, quoted(&owner.comm))?;
+        f.write_str(self.kind.as_str())?;
+        for (field, value) in self.fields() {
+            write!(f, " {field}={}", value.text())?;
         }
         Ok(())
     }
 }
 
-/// A value as the condition grammar reads it back: bare when it is one
-/// plain word, else in double quotes with `"` and `\\` escaped. Command
-/// names may hold spaces and quotes; event lines must stay one field each.
-fn quoted(value: &str) -> String {
-    let plain = !value.is_empty()
-        && !value
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\\' | '(' | ')'));
-    if plain {
-        return value.to_owned();
-    }
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::quoted;
+    use super::*;
+    use crate::endpoint::{Socket, SourceKind, Transport};
+    use crate::process::{Owner, Ownership};
+
+    fn event(addr: &str, v6only: Option<bool>, comm: Option<&str>) -> Event {
+        let endpoint = Endpoint {
+            transport: Transport::Tcp,
+            addr: addr.parse().unwrap(),
+            port: 80,
+        };
+        let mut listener = Listener::from_sockets(vec![Socket {
+            endpoint,
+            inode: 7,
+            uid: 0,
+            cookie: None,
+            v6only,
+            source: SourceKind::Netlink,
+        }]);
+        if let Some(comm) = comm {
+            listener.set_ownership(Ownership::Found(Owner {
+                pid: 42,
+                comm: crate::quote::text_from_bytes(comm.as_bytes()),
+            }));
+        }
+        Event::new(
+            EventKind::Socket,
+            endpoint,
+            listener,
+            SystemTime::UNIX_EPOCH,
+        )
+    }
 
     #[test]
-    fn values_stay_one_field() {
-        assert_eq!(quoted("nginx"), "nginx");
-        assert_eq!(quoted("my server"), "\"my server\"");
-        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
-        assert_eq!(quoted(""), "\"\"");
+    fn text_has_the_fields_that_have_a_value() {
+        assert_eq!(
+            event("0.0.0.0", None, None).to_string(),
+            "socket PROTO=inet PORT=80 ADDR=0.0.0.0 TRANSPORT=tcp"
+        );
+        assert_eq!(
+            event("::", Some(false), Some("my server")).to_string(),
+            r#"socket PROTO=inet6 PORT=80 ADDR=:: TRANSPORT=tcp V6ONLY=0 PID=42 COMM="my server""#
+        );
+    }
+
+    #[test]
+    fn json_has_every_field_null_when_unknown() {
+        let mut line = Vec::new();
+        event("127.0.0.1", None, None)
+            .write(Format::Json, &mut line)
+            .unwrap();
+        let line = String::from_utf8(line).unwrap();
+        assert_eq!(
+            line,
+            concat!(
+                r#"{"event":"socket","proto":"inet","port":80,"addr":"127.0.0.1","#,
+                r#""transport":"tcp","v6only":null,"pid":null,"comm":null,"uid":0,"#,
+                r#""inodes":[7],"source":"netlink","time":"1970-01-01T00:00:00.000Z"}"#,
+                "\n"
+            )
+        );
     }
 }

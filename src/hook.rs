@@ -10,17 +10,20 @@
 //! shell, so no value can inject a command.
 
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::{self, JoinHandle};
 
 use crate::event::Event;
+use crate::field::Field;
+use crate::quote;
 
 /// How many events may wait for their hook.
 pub const QUEUE: usize = 1024;
 
-/// The environment of one hook run.
-type HookEnv = Vec<(&'static str, String)>;
+/// The environment of one hook run: each variable set, or removed.
+type HookEnv = Vec<(&'static str, Option<OsString>)>;
 
 /// The hook runner.
 pub struct Hooks {
@@ -74,43 +77,47 @@ impl Hooks {
     }
 }
 
-/// The variables a hook sees.
+/// The variables a hook sees: `EVENT`, and every field of the table, set
+/// when the event has a value for it, removed from the hook's environment
+/// when it has not (a stale `PID` inherited by sockwatch must not look like
+/// the event's).
 pub fn environment(event: &Event) -> HookEnv {
-    let endpoint = &event.endpoint;
-    let mut env = vec![
-        ("EVENT", event.kind.as_str().to_owned()),
-        ("PROTO", endpoint.family().to_string()),
-        ("PORT", endpoint.port.to_string()),
-        ("ADDR", endpoint.addr.to_string()),
-        ("TRANSPORT", endpoint.transport.to_string()),
-    ];
-    if let Some(v6only) = event.listener.v6only() {
-        env.push(("V6ONLY", u8::from(v6only).to_string()));
-    }
-    if let Some(owner) = event.listener.owner() {
-        env.push(("PID", owner.pid.to_string()));
-        env.push(("COMM", owner.comm.clone()));
-    }
+    let mut env = vec![("EVENT", Some(OsString::from(event.kind.as_str())))];
+    env.extend(
+        Field::ALL
+            .into_iter()
+            .map(|field| (field.name(), event.value(field).map(|v| v.env()))),
+    );
     env
 }
 
 fn run_hooks(command: &[OsString], events: Receiver<HookEnv>) {
     let (program, args) = command.split_first().expect("clap requires PROGRAM");
-    let name = program.to_string_lossy();
+    let name = quote::quote(&quote::text_from_bytes(program.as_bytes())).into_owned();
     for env in events {
-        let status = Command::new(program)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .status();
+        let mut hook = Command::new(program);
+        hook.args(args).stdin(Stdio::null());
+        for (name, value) in &env {
+            match value {
+                Some(value) => hook.env(name, value),
+                None => hook.env_remove(name),
+            };
+        }
+        let status = hook.status();
         let what = || {
-            let fields: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let fields: Vec<String> = env
+                .iter()
+                .filter_map(|(k, v)| {
+                    let v = quote::text_from_bytes(v.as_ref()?.as_bytes());
+                    Some(format!("{k}={}", quote::quote(&v)))
+                })
+                .collect();
             fields.join(" ")
         };
         match status {
             Ok(status) if status.success() => {}
-            Ok(status) => eprintln!("sockwatch: hook '{name}' {status} for {}", what()),
-            Err(e) => eprintln!("sockwatch: hook '{name}' could not run for {}: {e}", what()),
+            Ok(status) => eprintln!("sockwatch: hook {name} {status} for {}", what()),
+            Err(e) => eprintln!("sockwatch: hook {name} could not run for {}: {e}", what()),
         }
     }
 }

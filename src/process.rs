@@ -19,7 +19,8 @@ use std::path::Path;
 pub struct Owner {
     /// Its process id.
     pub pid: u32,
-    /// Its command name (`/proc/<pid>/comm`, at most 15 bytes).
+    /// Its command name (`/proc/<pid>/comm`, at most 15 bytes), as
+    /// [`crate::quote::text_from_bytes`] carries it.
     pub comm: String,
 }
 
@@ -35,10 +36,12 @@ pub fn pids(proc_root: &Path) -> Vec<u32> {
     pids
 }
 
-/// The command name of `pid`, if it can be read.
+/// The command name of `pid`, if it can be read: its bytes as the kernel
+/// keeps them, carried losslessly (a name need not be UTF-8).
 pub fn comm(proc_root: &Path, pid: u32) -> Option<String> {
-    let text = fs::read_to_string(proc_root.join(pid.to_string()).join("comm")).ok()?;
-    Some(text.trim_end_matches('\n').to_owned())
+    let bytes = fs::read(proc_root.join(pid.to_string()).join("comm")).ok()?;
+    let name = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    Some(crate::quote::text_from_bytes(name))
 }
 
 /// When `pid` started, in clock ticks since boot (field 22 of

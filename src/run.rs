@@ -441,7 +441,7 @@ impl Supervisor {
                     format!(" (pid {})", owner.pid)
                 }
                 Ownership::Found(owner) => {
-                    format!(" (pid {}, {})", owner.pid, owner.comm.escape_debug())
+                    format!(" (pid {}, {})", owner.pid, crate::quote::quote(&owner.comm))
                 }
                 Ownership::Hidden | Ownership::Nobody => String::new(),
             };

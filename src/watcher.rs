@@ -54,6 +54,12 @@ pub struct Options {
     pub announce: bool,
     /// Say on stderr what the watcher decides and skips.
     pub verbose: bool,
+    /// A condition depends on PID or COMM: keep them current (a daemon may
+    /// rename itself, exec, or hand its socket to a child after binding).
+    pub refresh_owners: bool,
+    /// A condition's answer may depend on IPV6_V6ONLY: say once when /proc,
+    /// which cannot tell it, serves an IPv6 table.
+    pub v6only_matters: bool,
 }
 
 /// Why [`Watcher::run`] returned.
@@ -91,6 +97,15 @@ pub struct Watcher {
     skipped_reported: u64,
     /// Whether the user has been told that some owners cannot be seen.
     hidden_reported: bool,
+    /// Keep owners current (see [`Options::refresh_owners`]).
+    refresh_owners: bool,
+    /// When owners not found were last looked for again.
+    last_rescan: Option<Instant>,
+    /// An owner changed without an endpoint changing: conditions on PID or
+    /// COMM must be evaluated again.
+    owners_changed: bool,
+    /// Say once that V6ONLY is assumed (see [`Options::v6only_matters`]).
+    v6only_matters: bool,
 }
 
 impl Watcher {
@@ -108,6 +123,8 @@ impl Watcher {
         if options.processes {
             watcher.processes = Some(PathBuf::from("/proc"));
         }
+        watcher.refresh_owners = options.refresh_owners;
+        watcher.v6only_matters = options.v6only_matters;
         Ok(watcher)
     }
 
@@ -122,6 +139,10 @@ impl Watcher {
             verbose,
             skipped_reported: 0,
             hidden_reported: false,
+            refresh_owners: false,
+            last_rescan: None,
+            owners_changed: false,
+            v6only_matters: false,
         }
     }
 
@@ -174,7 +195,11 @@ impl Watcher {
             );
         }
         self.attach_owners(&mut events[first_new..]);
+        if self.refresh_owners {
+            self.refresh_owners();
+        }
         self.report_skipped();
+        self.say_v6only_assumed();
         Ok(())
     }
 
@@ -269,6 +294,79 @@ impl Watcher {
             self.hidden_reported = true;
             eprintln!("{}", hidden_owners_message(hidden, scan.unreadable));
         }
+    }
+
+    /// Keeps the owners a condition depends on current: re-reads the name
+    /// of each known owner (a daemon that renamed itself or exec'd after
+    /// binding), and looks again, at most once a second, for the holders of
+    /// endpoints whose owner exited (a daemon that handed its socket to a
+    /// child) or was never found.
+    fn refresh_owners(&mut self) {
+        let Some(proc_root) = self.processes.clone() else {
+            return;
+        };
+        let mut lost = Vec::new();
+        let mut renamed = Vec::new();
+        for (endpoint, listener) in self.snapshot.iter() {
+            match listener.ownership() {
+                Some(Ownership::Found(owner)) => match process::comm(&proc_root, owner.pid) {
+                    Some(comm) if comm == owner.comm => {}
+                    Some(comm) => renamed.push((*endpoint, owner.pid, comm)),
+                    None => lost.push(*endpoint),
+                },
+                Some(Ownership::Nobody) => lost.push(*endpoint),
+                // Hidden stays hidden for this user; None is looked up
+                // when the endpoint appears.
+                Some(Ownership::Hidden) | None => {}
+            }
+        }
+        self.owners_changed |= !renamed.is_empty();
+        for (endpoint, pid, comm) in renamed {
+            self.snapshot
+                .set_ownership(&endpoint, Ownership::Found(process::Owner { pid, comm }));
+        }
+        let due = self
+            .last_rescan
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if lost.is_empty() || !due {
+            return;
+        }
+        self.last_rescan = Some(Instant::now());
+        let wanted: HashSet<u64> = lost
+            .iter()
+            .filter_map(|e| self.snapshot.get(e))
+            .flat_map(|l| l.inodes())
+            .collect();
+        let scan = process::owners(&proc_root, &process::pids(&proc_root), &wanted);
+        for endpoint in lost {
+            let Some(listener) = self.snapshot.get(&endpoint) else {
+                continue;
+            };
+            let ownership = scan.ownership(listener.inodes());
+            if listener.ownership() != Some(&ownership) {
+                self.owners_changed = true;
+                self.snapshot.set_ownership(&endpoint, ownership);
+            }
+        }
+    }
+
+    /// Says once, when a condition's answer may depend on IPV6_V6ONLY and
+    /// /proc (which cannot tell it) serves an IPv6 table, what is assumed.
+    fn say_v6only_assumed(&mut self) {
+        if !self.v6only_matters || !self.sources.v6only_unknown() {
+            return;
+        }
+        self.v6only_matters = false;
+        let setting = u8::from(self.sources.bindv6only());
+        eprintln!(
+            "sockwatch: /proc does not tell IPV6_V6ONLY: IPv6 listeners are taken to follow \
+             net.ipv6.bindv6only ({setting}){}",
+            if setting == 0 {
+                ", so a `::` listener counts as reachable over IPv4"
+            } else {
+                ", so a `::` listener counts as IPv6 only"
+            }
+        );
     }
 
     /// Reads what `source` pushed and appends the resulting closes to
@@ -433,7 +531,9 @@ impl Watcher {
                 if on_change(&changes, &self.snapshot)?.is_break() {
                     return Ok(Stop::Done);
                 }
-            } else if !changes.is_empty() && on_change(&changes, &self.snapshot)?.is_break() {
+            } else if (!changes.is_empty() || std::mem::take(&mut self.owners_changed))
+                && on_change(&changes, &self.snapshot)?.is_break()
+            {
                 return Ok(Stop::Done);
             }
         }

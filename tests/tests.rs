@@ -8,6 +8,7 @@ mod churn;
 mod cli;
 mod conditions;
 mod fallback;
+mod hooks;
 mod list;
 mod owners;
 mod reach;

@@ -280,6 +280,14 @@ impl Sources {
         self.read_once.iter().all(|&read| read)
     }
 
+    /// Whether /proc, which cannot tell IPV6_V6ONLY, serves an IPv6 table.
+    pub fn v6only_unknown(&self) -> bool {
+        self.routes.iter().any(|&(table, source)| {
+            table.family == crate::endpoint::Family::Inet6
+                && self.sources[source].kind() == SourceKind::Proc
+        })
+    }
+
     /// Why the answer is not complete yet.
     pub fn last_failure(&self) -> Option<&str> {
         self.last_failure.as_deref()
