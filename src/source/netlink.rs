@@ -103,9 +103,50 @@ pub(crate) fn not_auto_bytecode() -> [u8; 8] {
 /// The crate emits the request body but knows no bytecode, so the attribute
 /// is appended here and `nlmsg_len` covers it.
 pub(crate) fn dump_request(table: Table, seq: u32) -> Vec<u8> {
-    let (family, socket_id) = match table.family {
-        Family::Inet => (AF_INET, SocketId::new_v4()),
-        Family::Inet6 => (AF_INET6, SocketId::new_v6()),
+    let socket_id = empty_socket_id(table.family);
+    let mut msg = inet_request(table, socket_id, NLM_F_REQUEST | NLM_F_DUMP, seq);
+    if table.transport == Transport::Udp {
+        let code = not_auto_bytecode();
+        let attr_len = 4 + code.len() as u16;
+        msg.extend_from_slice(&attr_len.to_ne_bytes());
+        msg.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        msg.extend_from_slice(&code);
+        let len = msg.len() as u32;
+        msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    }
+    msg
+}
+
+/// The request for the socket listening on one endpoint, without
+/// `NLM_F_DUMP`: the kernel looks it up as it would for a packet (local
+/// address and port in the `dst` fields, as udp_diag and inet_diag read
+/// them; the peer zero) and answers with one `inet_diag_msg`, or with
+/// `NLMSG_ERROR` ENOENT. The cookie is `INET_DIAG_NOCOOKIE` (all ones):
+/// "whichever socket serves this endpoint", which also answers for a
+/// SO_REUSEPORT group whose members a cookie could not name.
+pub(crate) fn lookup_request(endpoint: &Endpoint, seq: u32) -> Vec<u8> {
+    let mut socket_id = empty_socket_id(endpoint.family());
+    socket_id.destination_address = endpoint.addr;
+    socket_id.destination_port = endpoint.port;
+    socket_id.cookie = [0xff; 8];
+    inet_request(endpoint.table(), socket_id, NLM_F_REQUEST, seq)
+}
+
+/// A socket id of `family` with every field zero: no filter.
+fn empty_socket_id(family: Family) -> SocketId {
+    match family {
+        Family::Inet => SocketId::new_v4(),
+        Family::Inet6 => SocketId::new_v6(),
+    }
+}
+
+/// `nlmsghdr` (16 bytes, `SOCK_DIAG_BY_FAMILY`, `flags`, `seq`; port id 0:
+/// the kernel fills in ours) and `inet_diag_req_v2` (56 bytes) asking for
+/// `table`'s listeners (TCP `LISTEN`, UDP `CLOSE`) matching `socket_id`.
+fn inet_request(table: Table, socket_id: SocketId, flags: u16, seq: u32) -> Vec<u8> {
+    let family = match table.family {
+        Family::Inet => AF_INET,
+        Family::Inet6 => AF_INET6,
     };
     let (protocol, states) = match table.transport {
         Transport::Tcp => (IPPROTO_TCP, StateFlags::LISTEN),
@@ -120,54 +161,10 @@ pub(crate) fn dump_request(table: Table, seq: u32) -> Vec<u8> {
     };
     let mut msg = vec![0u8; NLMSG_HDRLEN + body.buffer_len()];
     body.emit(&mut msg[NLMSG_HDRLEN..]);
-    if table.transport == Transport::Udp {
-        let code = not_auto_bytecode();
-        let attr_len = 4 + code.len() as u16;
-        msg.extend_from_slice(&attr_len.to_ne_bytes());
-        msg.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
-        msg.extend_from_slice(&code);
-    }
     let len = msg.len() as u32;
     msg[0..4].copy_from_slice(&len.to_ne_bytes());
     msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
-    // nlmsg_pid 0: the kernel fills in our port id.
-    msg
-}
-
-/// The request for the socket listening on one endpoint, without
-/// `NLM_F_DUMP`: the kernel looks it up as it would for a packet (local
-/// address and port in the `dst` fields, as udp_diag and inet_diag read
-/// them; the peer zero) and answers with one `inet_diag_msg`, or with
-/// `NLMSG_ERROR` ENOENT. The cookie is `INET_DIAG_NOCOOKIE` (all ones):
-/// "whichever socket serves this endpoint", which also answers for a
-/// SO_REUSEPORT group whose members a cookie could not name.
-pub(crate) fn lookup_request(endpoint: &Endpoint, seq: u32) -> Vec<u8> {
-    let (family, mut socket_id) = match endpoint.family() {
-        Family::Inet => (AF_INET, SocketId::new_v4()),
-        Family::Inet6 => (AF_INET6, SocketId::new_v6()),
-    };
-    socket_id.destination_address = endpoint.addr;
-    socket_id.destination_port = endpoint.port;
-    socket_id.cookie = [0xff; 8];
-    let (protocol, states) = match endpoint.transport {
-        Transport::Tcp => (IPPROTO_TCP, StateFlags::LISTEN),
-        Transport::Udp => (IPPROTO_UDP, StateFlags::CLOSE),
-    };
-    let body = InetRequest {
-        family,
-        protocol,
-        extensions: ExtensionFlags::empty(),
-        states,
-        socket_id,
-    };
-    let mut msg = vec![0u8; NLMSG_HDRLEN + body.buffer_len()];
-    body.emit(&mut msg[NLMSG_HDRLEN..]);
-    let len = msg.len() as u32;
-    msg[0..4].copy_from_slice(&len.to_ne_bytes());
-    msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    msg[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
     msg[8..12].copy_from_slice(&seq.to_ne_bytes());
     msg
 }
@@ -192,17 +189,8 @@ fn walk_lookup_datagram(
     endpoint: &Endpoint,
     skipped: &mut u64,
 ) -> io::Result<Option<bool>> {
-    let mut at = 0;
-    while at + NLMSG_HDRLEN <= datagram.len() {
-        let header = Header::parse(&datagram[at..]).unwrap();
-        if header.len < NLMSG_HDRLEN || at + header.len > datagram.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("malformed netlink message length {}", header.len),
-            ));
-        }
-        let payload = &datagram[at + NLMSG_HDRLEN..at + header.len];
-        at += aligned(header.len);
+    for message in Messages::of(datagram) {
+        let (header, payload) = message?;
         if header.seq != seq || header.port != port {
             continue;
         }
@@ -304,6 +292,38 @@ impl Header {
     }
 }
 
+/// The messages of one datagram, each with its payload, walked by their
+/// aligned lengths; a length that runs past the datagram ends the walk with
+/// an error (what follows cannot be trusted).
+struct Messages<'a> {
+    datagram: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Messages<'a> {
+    fn of(datagram: &'a [u8]) -> Messages<'a> {
+        Messages { datagram, at: 0 }
+    }
+}
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = io::Result<(Header, &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.datagram.get(self.at..)?;
+        let header = Header::parse(rest)?;
+        if header.len < NLMSG_HDRLEN || header.len > rest.len() {
+            self.at = self.datagram.len();
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("malformed netlink message length {}", header.len),
+            )));
+        }
+        self.at += aligned(header.len);
+        Some(Ok((header, &rest[NLMSG_HDRLEN..header.len])))
+    }
+}
+
 /// Netlink messages are padded to 4 bytes.
 fn aligned(len: usize) -> usize {
     (len + 3) & !3
@@ -376,17 +396,8 @@ fn walk_dump_datagram(
     skipped: &mut u64,
     out: &mut Vec<Socket>,
 ) -> io::Result<bool> {
-    let mut at = 0;
-    while at + NLMSG_HDRLEN <= datagram.len() {
-        let header = Header::parse(&datagram[at..]).unwrap();
-        if header.len < NLMSG_HDRLEN || at + header.len > datagram.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("malformed netlink message length {}", header.len),
-            ));
-        }
-        let payload = &datagram[at + NLMSG_HDRLEN..at + header.len];
-        at += aligned(header.len);
+    for message in Messages::of(datagram) {
+        let (header, payload) = message?;
         if header.seq != seq || header.port != port {
             // A reply to an earlier, abandoned request: not ours to read.
             continue;
