@@ -280,6 +280,13 @@ impl Sources {
         self.read_once.iter().all(|&read| read)
     }
 
+    /// Whether /proc serves any table.
+    pub fn reads_proc(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|&(_, source)| self.sources[source].kind() == SourceKind::Proc)
+    }
+
     /// Whether /proc, which cannot tell IPV6_V6ONLY, serves an IPv6 table.
     pub fn v6only_unknown(&self) -> bool {
         self.routes.iter().any(|&(table, source)| {
@@ -297,11 +304,7 @@ impl Sources {
     /// long-running watch that reads any table from /proc polls less often;
     /// a `wait` or `run` stays quick, since it ends once the answer is in.
     pub fn default_interval(&self, long_running: bool) -> Duration {
-        let reads_proc = self
-            .routes
-            .iter()
-            .any(|&(_, source)| self.sources[source].kind() == SourceKind::Proc);
-        if long_running && reads_proc {
+        if long_running && self.reads_proc() {
             PROC_INTERVAL
         } else {
             NETLINK_INTERVAL
