@@ -4,7 +4,7 @@
 //! codes in one place, [`exit_code`]. Everything here is library code so the
 //! integration tests and benches exercise the same paths as users.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::io;
 use std::ops::ControlFlow;
 use std::os::fd::AsFd;
@@ -455,19 +455,7 @@ fn executable(file: &Path) -> Result<(), NotExecutable> {
     if !metadata.is_file() {
         return Err(NotExecutable::NotRegular);
     }
-    let c_path = CString::new(file.as_os_str().as_bytes()).map_err(|_| NotExecutable::Missing)?;
-    // SAFETY: `c_path` is a NUL-terminated string that outlives the call;
-    // faccessat only reads it. AT_EACCESS: as exec would check, with the
-    // effective ids.
-    let allowed = unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            libc::X_OK,
-            libc::AT_EACCESS,
-        )
-    };
-    if allowed == 0 {
+    if crate::sys::can_execute(file) {
         Ok(())
     } else {
         Err(NotExecutable::Denied)

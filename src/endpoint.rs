@@ -1,5 +1,5 @@
-//! The event model's nouns: a listening [`Endpoint`] and the kernel
-//! [`Socket`]s behind it.
+//! The event model's nouns: a listening [`Endpoint`], the kernel
+//! [`Socket`]s behind it, and the [`Listener`] they make together.
 //!
 //! An endpoint is what a client connects to: (transport, family, address,
 //! port). Several sockets may share one (SO_REUSEPORT workers, a socket
@@ -10,6 +10,8 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::net::IpAddr;
+
+use crate::process::{Owner, Ownership};
 
 /// The transport protocol: Upstart's `TRANSPORT` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -216,4 +218,69 @@ pub struct Socket {
     pub v6only: Option<bool>,
     /// Who reported it.
     pub source: SourceKind,
+}
+
+/// The sockets listening on one endpoint (never empty, sorted by inode), and
+/// who holds them where that was looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub(crate) sockets: Vec<Socket>,
+    /// `None` while nobody asked (no `--processes`, no condition on PID or
+    /// COMM).
+    pub(crate) owner: Option<Ownership>,
+}
+
+impl Listener {
+    /// A listener made of `sockets` (not empty), sorted by inode.
+    pub fn from_sockets(mut sockets: Vec<Socket>) -> Listener {
+        assert!(!sockets.is_empty(), "a listener has at least one socket");
+        sockets.sort_by_key(|s| s.inode);
+        Listener {
+            sockets,
+            owner: None,
+        }
+    }
+
+    /// The sockets behind the endpoint.
+    pub fn sockets(&self) -> &[Socket] {
+        &self.sockets
+    }
+
+    /// Their inodes, ascending.
+    pub fn inodes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.sockets.iter().map(|s| s.inode)
+    }
+
+    /// The owner's uid (the lowest, should workers differ).
+    pub fn uid(&self) -> Option<u32> {
+        self.sockets.iter().map(|s| s.uid).min()
+    }
+
+    /// `IPV6_V6ONLY` when the source knows it.
+    pub fn v6only(&self) -> Option<bool> {
+        self.sockets.iter().find_map(|s| s.v6only)
+    }
+
+    /// The source that reported it.
+    pub fn source(&self) -> SourceKind {
+        self.sockets[0].source
+    }
+
+    /// What is known of the process holding it: `None` when not looked up.
+    pub fn ownership(&self) -> Option<&Ownership> {
+        self.owner.as_ref()
+    }
+
+    /// The process holding it, when found.
+    pub fn owner(&self) -> Option<&Owner> {
+        match &self.owner {
+            Some(Ownership::Found(owner)) => Some(owner),
+            _ => None,
+        }
+    }
+
+    /// Records who holds it.
+    pub fn set_ownership(&mut self, ownership: Ownership) {
+        self.owner = Some(ownership);
+    }
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use crate::endpoint::Endpoint;
+use crate::endpoint::Listener;
 use crate::field::{Field, Value};
-use crate::snapshot::Listener;
 
 /// Whether an endpoint appeared or went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -125,9 +125,9 @@ fn run_hooks(command: &[OsString], events: Receiver<HookEnv>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoint::Listener;
     use crate::endpoint::{Endpoint, Socket, SourceKind, Transport};
     use crate::event::EventKind;
-    use crate::snapshot::Listener;
     use std::time::SystemTime;
 
     #[test]

@@ -40,10 +40,10 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::condition::{Condition, Facts};
 use crate::endpoint::Endpoint;
+use crate::endpoint::Listener;
 use crate::exit;
 use crate::notify::Notify;
 use crate::process::{self, Ownership};
-use crate::snapshot::Listener;
 use crate::sys::{self, Reaped};
 use crate::watcher::Watcher;
 

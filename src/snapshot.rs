@@ -27,74 +27,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use crate::condition::{Facts, OwnerFact};
-use crate::endpoint::{Endpoint, Family, Socket, SourceKind, Table};
+pub use crate::endpoint::Listener;
+use crate::endpoint::{Endpoint, Family, Socket, Table};
 use crate::event::{Event, EventKind};
-use crate::process::{Owner, Ownership};
-
-/// The sockets listening on one endpoint (never empty, sorted by inode), and
-/// who holds them where that was looked up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listener {
-    sockets: Vec<Socket>,
-    /// `None` while nobody asked (no `--processes`, no condition on PID or
-    /// COMM).
-    owner: Option<Ownership>,
-}
-
-impl Listener {
-    /// A listener made of `sockets` (not empty), sorted by inode.
-    pub fn from_sockets(mut sockets: Vec<Socket>) -> Listener {
-        assert!(!sockets.is_empty(), "a listener has at least one socket");
-        sockets.sort_by_key(|s| s.inode);
-        Listener {
-            sockets,
-            owner: None,
-        }
-    }
-
-    /// The sockets behind the endpoint.
-    pub fn sockets(&self) -> &[Socket] {
-        &self.sockets
-    }
-
-    /// Their inodes, ascending.
-    pub fn inodes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.sockets.iter().map(|s| s.inode)
-    }
-
-    /// The owner's uid (the lowest, should workers differ).
-    pub fn uid(&self) -> Option<u32> {
-        self.sockets.iter().map(|s| s.uid).min()
-    }
-
-    /// `IPV6_V6ONLY` when the source knows it.
-    pub fn v6only(&self) -> Option<bool> {
-        self.sockets.iter().find_map(|s| s.v6only)
-    }
-
-    /// The source that reported it.
-    pub fn source(&self) -> SourceKind {
-        self.sockets[0].source
-    }
-
-    /// What is known of the process holding it: `None` when not looked up.
-    pub fn ownership(&self) -> Option<&Ownership> {
-        self.owner.as_ref()
-    }
-
-    /// The process holding it, when found.
-    pub fn owner(&self) -> Option<&Owner> {
-        match &self.owner {
-            Some(Ownership::Found(owner)) => Some(owner),
-            _ => None,
-        }
-    }
-
-    /// Records who holds it.
-    pub fn set_ownership(&mut self, ownership: Ownership) {
-        self.owner = Some(ownership);
-    }
-}
+use crate::process::Ownership;
 
 /// The current set of listening endpoints.
 #[derive(Debug, Clone, Default)]
@@ -304,7 +240,8 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::Transport;
+    use crate::endpoint::{SourceKind, Transport};
+    use crate::process::Owner;
 
     const TCP4: Table = Table::new(Transport::Tcp, Family::Inet);
 

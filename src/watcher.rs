@@ -572,8 +572,7 @@ fn confirm_each_table(sources: &mut Sources, endpoints: &[Endpoint]) -> Vec<Endp
 /// What sockwatch cannot see of the processes behind endpoints, why, and
 /// how to see it.
 fn hidden_owners_message(endpoints: usize, unreadable: usize) -> String {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = crate::sys::effective_uid();
     format!(
         "sockwatch: cannot see which process holds {endpoints} endpoint(s): {unreadable} \
          process(es) of other users are not readable as uid {uid}; their PID and COMM are \
