@@ -11,6 +11,7 @@ mod fallback;
 mod hooks;
 mod list;
 mod owners;
+mod proc_root;
 mod reach;
 mod run;
 mod wait;
