@@ -10,6 +10,7 @@ mod conditions;
 mod fallback;
 mod hooks;
 mod list;
+mod other_netns;
 mod owners;
 mod proc_root;
 mod reach;

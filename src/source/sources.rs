@@ -96,8 +96,17 @@ impl Sources {
         let netlink = match plan.choice {
             SourceChoice::Proc => None,
             SourceChoice::Auto | SourceChoice::Netlink => {
-                match Netlink::open_in(netns_of(plan.proc_root).as_deref()) {
-                    Ok(netlink) => Some(netlink),
+                // Both sockets are made in the watched namespace: destroy
+                // events come from the namespace of the socket that joined.
+                let destroy = plan.pushed.then_some(plan.tables);
+                match Netlink::open_in(netns_of(plan.proc_root).as_deref(), destroy) {
+                    Ok((netlink, unsubscribed)) => {
+                        if let (Some(e), true) = (unsubscribed, plan.verbose) {
+                            // Closing is still seen, by polling; only later.
+                            eprintln!("sockwatch: {e}; closing is seen by polling only");
+                        }
+                        Some(netlink)
+                    }
                     Err(e) if plan.choice == SourceChoice::Netlink => {
                         return Err(e).context("no source of socket information is usable");
                     }
@@ -114,20 +123,10 @@ impl Sources {
             }
         };
         let (sources, fallback): (Vec<Box<dyn Source>>, _) = match netlink {
-            Some(mut netlink) => {
-                if plan.pushed {
-                    if let Err(e) = netlink.subscribe_destroy(plan.tables) {
-                        // Closing is still seen, by polling; only later.
-                        if plan.verbose {
-                            eprintln!("sockwatch: {e}; closing is seen by polling only");
-                        }
-                    }
-                }
-                match plan.choice {
-                    SourceChoice::Auto => (vec![Box::new(netlink), proc()], Some(1)),
-                    _ => (vec![Box::new(netlink)], None),
-                }
-            }
+            Some(netlink) => match plan.choice {
+                SourceChoice::Auto => (vec![Box::new(netlink), proc()], Some(1)),
+                _ => (vec![Box::new(netlink)], None),
+            },
             None => (vec![proc()], None),
         };
         let routes = plan.tables.iter().map(|&t| (t, 0)).collect();
