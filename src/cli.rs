@@ -504,10 +504,18 @@ fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
         Stop::TimedOut => {
             let what = if wait.gone { "to be gone" } else { "to hold" };
             let timeout = humantime::format_duration(wait.timeout.unwrap_or_default());
-            eprintln!(
-                "sockwatch: timed out after {timeout} waiting for '{}' {what}",
-                condition.text()
-            );
+            match watcher.last_failure().filter(|_| !watcher.complete()) {
+                // Not the condition's fault: a table was never read.
+                Some(failure) => eprintln!(
+                    "sockwatch: timed out after {timeout}: could not read every socket table \
+                     ({failure}), so whether '{}' holds is unknown",
+                    condition.text()
+                ),
+                None => eprintln!(
+                    "sockwatch: timed out after {timeout} waiting for '{}' {what}",
+                    condition.text()
+                ),
+            }
             exit::TIMEOUT
         }
         Stop::Signal(signal) => 128 + signal as u8,

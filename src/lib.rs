@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod condition;
+pub mod descendants;
 pub mod endpoint;
 pub mod event;
 pub mod exit;

@@ -56,11 +56,24 @@ pub fn parent(proc_root: &Path, pid: u32) -> Option<u32> {
     stat_field(proc_root, pid, 4).and_then(|p| u32::try_from(p).ok())
 }
 
-/// Field `n` (1-based, as proc(5) numbers them) of `/proc/<pid>/stat`, read
-/// after the command name's closing parenthesis, since the name may hold
-/// spaces and parentheses.
+/// The parent of `pid` and when it started (fields 4 and 22 of
+/// `/proc/<pid>/stat`), from one read: the pair tells a process from a
+/// later one that reuses its pid.
+pub fn parent_and_start_time(proc_root: &Path, pid: u32) -> Option<(u32, u64)> {
+    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    let parent = nth_stat_field(&stat, 4).and_then(|p| u32::try_from(p).ok())?;
+    Some((parent, nth_stat_field(&stat, 22)?))
+}
+
+/// Field `n` (1-based, as proc(5) numbers them) of `/proc/<pid>/stat`.
 fn stat_field(proc_root: &Path, pid: u32, n: usize) -> Option<u64> {
     let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    nth_stat_field(&stat, n)
+}
+
+/// Field `n` of a stat line, read after the command name's closing
+/// parenthesis, since the name may hold spaces and parentheses.
+fn nth_stat_field(stat: &str, n: usize) -> Option<u64> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     after_name.split_whitespace().nth(n - 3)?.parse().ok()
 }
@@ -178,6 +191,13 @@ mod tests {
         assert_eq!(
             parent(proc_root, me),
             Some(std::os::unix::process::parent_id())
+        );
+        assert_eq!(
+            parent_and_start_time(proc_root, me),
+            Some((
+                std::os::unix::process::parent_id(),
+                start_time(proc_root, me).unwrap()
+            ))
         );
     }
 }

@@ -39,6 +39,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGKILL, SIGQUIT, SIGTERM, SI
 use signal_hook_mio::v1_0::Signals;
 
 use crate::condition::{Condition, Facts};
+use crate::descendants::Descendants;
 use crate::endpoint::Endpoint;
 use crate::endpoint::Listener;
 use crate::exit;
@@ -108,6 +109,8 @@ const SIGNALS: Token = Token(0);
 struct Tree {
     proc_root: &'static Path,
     me: u32,
+    /// Every descendant of sockwatch, found from the top down.
+    descendants: Descendants,
     /// The main process, while one lives.
     main: Option<u32>,
     /// How the last main process that ended did.
@@ -123,31 +126,19 @@ struct Tree {
 }
 
 impl Tree {
-    /// Every descendant of sockwatch, found through the parent links of
-    /// all processes (the tree is small, the scan is only done when needed).
-    fn members(&self) -> Vec<u32> {
-        let parents: Vec<(u32, u32)> = process::pids(self.proc_root)
+    /// Every descendant of sockwatch, found from its own children (see
+    /// [`Descendants`]): what this costs does not grow with the processes
+    /// outside the tree.
+    fn members(&mut self) -> Vec<u32> {
+        self.descendants
+            .members()
             .into_iter()
-            .filter_map(|pid| Some((pid, process::parent(self.proc_root, pid)?)))
-            .collect();
-        let mut members = vec![self.me];
-        let mut i = 0;
-        while i < members.len() {
-            let parent = members[i];
-            members.extend(
-                parents
-                    .iter()
-                    .filter(|(_, p)| *p == parent)
-                    .map(|(c, _)| *c),
-            );
-            i += 1;
-        }
-        members.remove(0);
-        members
+            .map(|(pid, _)| pid)
+            .collect()
     }
 
     /// The socket inodes the tree holds.
-    fn owned_inodes(&self) -> HashSet<u64> {
+    fn owned_inodes(&mut self) -> HashSet<u64> {
         self.members()
             .into_iter()
             .flat_map(|pid| process::socket_inodes(self.proc_root, pid))
@@ -158,10 +149,12 @@ impl Tree {
     /// direct children left, the oldest holding one of the ready sockets,
     /// else the oldest.
     fn elect_main(&mut self) {
-        let mut children: Vec<(u64, u32)> = process::pids(self.proc_root)
+        let mut children: Vec<(u64, u32)> = self
+            .descendants
+            .members()
             .into_iter()
-            .filter(|&pid| process::parent(self.proc_root, pid) == Some(self.me))
-            .map(|pid| {
+            .filter(|&(_, parent)| parent == self.me)
+            .map(|(pid, _)| {
                 (
                     process::start_time(self.proc_root, pid).unwrap_or(u64::MAX),
                     pid,
@@ -182,7 +175,7 @@ impl Tree {
     }
 
     /// Sends `signal` to every member (those gone meanwhile need none).
-    fn signal_all(&self, signal: i32) {
+    fn signal_all(&mut self, signal: i32) {
         for pid in self.members() {
             let _ = sys::kill(pid, signal);
         }
@@ -389,11 +382,11 @@ impl Supervisor {
 
     /// `--timeout` ran out before readiness: says why, stops the tree.
     fn give_up(&mut self) -> Phase {
+        let why = self.why_not_ready();
         eprintln!(
-            "sockwatch: '{}' not ready after {}: {}; stopping it",
+            "sockwatch: '{}' not ready after {}: {why}; stopping it",
             self.program,
             humantime::format_duration(self.timeout.unwrap_or_default()),
-            self.why_not_ready()
         );
         self.tree.signal_all(SIGTERM);
         Phase::Stopping {
@@ -403,7 +396,7 @@ impl Supervisor {
 
     /// What the service listens on, measured against what was asked, and
     /// who holds the endpoints it was waited for when it does not.
-    fn why_not_ready(&self) -> String {
+    fn why_not_ready(&mut self) -> String {
         if !self.watcher.complete() {
             return format!(
                 "the socket tables could not all be read ({})",
@@ -542,6 +535,7 @@ pub fn run_service(options: RunOptions, watcher: Watcher) -> anyhow::Result<Outc
         tree: Tree {
             proc_root: Path::new("/proc"),
             me: std::process::id(),
+            descendants: Descendants::new(Path::new("/proc"), std::process::id()),
             main: Some(child),
             status: None,
             stopping: None,

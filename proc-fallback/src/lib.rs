@@ -23,12 +23,23 @@
 //!
 //! The reader keeps its files open and its buffers between polls: a steady
 //! poll opens nothing and allocates nothing.
+//!
+//! The files are input, not trusted: a root given by the user may hold
+//! anything under `net/`. So every read is bounded. Only regular files are
+//! read (procfs files are regular files of size 0), checked with `fstat`
+//! after an open that cannot block, so a FIFO or a device is refused rather
+//! than read forever; no line is buffered past [`MAX_LINE`] bytes (a longer
+//! one is skipped and counted, as any malformed line); one read of a table
+//! stops with an error after [`MAX_TABLE_BYTES`]; a file that does not start
+//! with the kernel's header line is not a socket table, and is an error
+//! rather than a table with nothing in it.
 
 #![deny(missing_docs)]
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// One of the four files.
@@ -133,6 +144,8 @@ pub struct PollStats {
     pub skipped: usize,
     /// Whether reading stopped before the end of the file.
     pub stopped_early: bool,
+    /// Whether the first line was the kernel's column header (`  sl  ...`).
+    pub header: bool,
 }
 
 /// Why a file could not be read.
@@ -154,6 +167,131 @@ pub enum Error {
         /// The operating system's reason.
         source: io::Error,
     },
+    /// The path is not a regular file (a FIFO, a device, a socket, a
+    /// directory): reading it could block or never end, so it is refused.
+    #[error("refusing {}: it is {kind}, not a regular file", path.display())]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead: "a FIFO", "a character device", ...
+        kind: &'static str,
+    },
+    /// One read went on past [`MAX_TABLE_BYTES`]: not a table the kernel
+    /// prints (a huge or endless file planted in its place).
+    #[error(
+        "stopped reading {} after {limit} bytes: no kernel socket table is that large",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The bound that was reached.
+        limit: u64,
+    },
+    /// The content is not what the kernel writes there.
+    #[error("{} is not what the kernel writes there: {reason}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The longest line kept, newline excluded. The kernel's lines are 150
+/// bytes (tcp) to about 180 (udp6 with its drop counter); a longer one is
+/// not the kernel's, and is skipped without ever being buffered whole.
+pub const MAX_LINE: usize = 4096;
+
+/// The most bytes one read of one table takes: 64 MiB, half a million UDP
+/// sockets' lines (TCP reads stop at the end of the listeners). Past it the
+/// read is an error, so an endless or huge file costs a bounded time and no
+/// memory beyond one line.
+pub const MAX_TABLE_BYTES: u64 = 64 << 20;
+
+/// The bounds of one scan.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// [`MAX_LINE`].
+    line: usize,
+    /// [`MAX_TABLE_BYTES`].
+    table: u64,
+}
+
+impl Limits {
+    const DEFAULT: Limits = Limits {
+        line: MAX_LINE,
+        table: MAX_TABLE_BYTES,
+    };
+}
+
+/// Why a bounded scan stopped short.
+#[derive(Debug)]
+enum ScanError {
+    /// The reader failed.
+    Io(io::Error),
+    /// More than `Limits::table` bytes.
+    TooLarge,
+    /// The first line is not the header, and one was required.
+    NoHeader,
+}
+
+impl From<io::Error> for ScanError {
+    fn from(e: io::Error) -> ScanError {
+        ScanError::Io(e)
+    }
+}
+
+/// What [`next_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// A whole line, newline stripped, in the buffer.
+    Line,
+    /// A line longer than the limit: the buffer holds its start only, and
+    /// the rest is still to be skipped ([`skip_line`]).
+    TooLong,
+    /// The end of the input in the middle of a line (no newline).
+    Cut,
+    /// The end of the input.
+    End,
+}
+
+/// Reads the next line into `buf` (cleared first), keeping at most
+/// `limits.line` bytes of it, and counts what it takes in `taken`.
+fn next_line<R: BufRead>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    limits: Limits,
+    taken: &mut u64,
+) -> Result<Next, ScanError> {
+    buf.clear();
+    // One byte over each bound tells "at the bound" from "past it".
+    let budget = (limits.table + 1).saturating_sub(*taken);
+    let cap = budget.min(limits.line as u64 + 1);
+    let n = Read::take(&mut *input, cap).read_until(b'\n', buf)? as u64;
+    *taken += n;
+    if *taken > limits.table {
+        return Err(ScanError::TooLarge);
+    }
+    if n == 0 {
+        return Ok(Next::End);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Next::Line);
+    }
+    Ok(if n < cap { Next::Cut } else { Next::TooLong })
+}
+
+/// Skips the rest of a line that [`next_line`] found too long, within the
+/// table's bound.
+fn skip_line<R: BufRead>(input: &mut R, limits: Limits, taken: &mut u64) -> Result<(), ScanError> {
+    let budget = (limits.table + 1).saturating_sub(*taken);
+    *taken += Read::take(&mut *input, budget).skip_until(b'\n')? as u64;
+    if *taken > limits.table {
+        return Err(ScanError::TooLarge);
+    }
+    Ok(())
 }
 
 const LISTEN: u8 = 0x0A;
@@ -265,25 +403,68 @@ pub fn parse_line(table: Table, line: &[u8]) -> Result<Line, LineError> {
 /// Reads the listeners of `table` from `input`, appending them to `out`.
 /// `line_buf` is reused between calls. Bytes are counted by the caller's
 /// reader, if it wants them: `stats.bytes` stays 0 here.
+///
+/// Bounded whatever the input: lines longer than [`MAX_LINE`] are skipped
+/// and counted in `skipped`, and more than [`MAX_TABLE_BYTES`] is an error
+/// of kind [`io::ErrorKind::FileTooLarge`]. A missing header is only noted
+/// (`stats.header`): [`Reader::read`] requires one, this does not.
 pub fn scan<R: BufRead>(
+    table: Table,
+    input: R,
+    line_buf: &mut Vec<u8>,
+    out: &mut Vec<Listener>,
+) -> io::Result<PollStats> {
+    scan_within(table, input, line_buf, out, Limits::DEFAULT, false).map_err(|e| match e {
+        ScanError::Io(e) => e,
+        ScanError::TooLarge => io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("more than {MAX_TABLE_BYTES} bytes"),
+        ),
+        ScanError::NoHeader => unreachable!("no header is required here"),
+    })
+}
+
+/// [`scan`] within `limits`; with `require_header`, a first line that is
+/// not the header ends the scan at once, before anything else is read.
+fn scan_within<R: BufRead>(
     table: Table,
     mut input: R,
     line_buf: &mut Vec<u8>,
     out: &mut Vec<Listener>,
-) -> io::Result<PollStats> {
+    limits: Limits,
+    require_header: bool,
+) -> Result<PollStats, ScanError> {
     let mut stats = PollStats::default();
+    let mut taken = 0;
     loop {
-        line_buf.clear();
-        if input.read_until(b'\n', line_buf)? == 0 {
+        let next = next_line(&mut input, line_buf, limits, &mut taken)?;
+        if next == Next::End {
             return Ok(stats);
         }
         stats.lines += 1;
-        let Some(line) = line_buf.strip_suffix(b"\n") else {
+        if stats.lines == 1 {
+            stats.header = next == Next::Line && parse_line(table, line_buf) == Ok(Line::Header);
+            if stats.header {
+                continue;
+            }
+            if require_header {
+                return Err(ScanError::NoHeader);
+            }
+        }
+        match next {
+            Next::Line => {}
+            Next::TooLong => {
+                stats.skipped += 1;
+                skip_line(&mut input, limits, &mut taken)?;
+                continue;
+            }
             // The kernel ends every line; this one was cut short.
-            stats.skipped += 1;
-            return Ok(stats);
-        };
-        match parse_line(table, line) {
+            Next::Cut | Next::End => {
+                stats.skipped += 1;
+                return Ok(stats);
+            }
+        }
+        match parse_line(table, line_buf) {
             Ok(Line::Listener(listener)) => out.push(listener),
             Ok(Line::Header | Line::Other) => {}
             Ok(Line::End) => {
@@ -293,6 +474,47 @@ pub fn scan<R: BufRead>(
             Err(_) => stats.skipped += 1,
         }
     }
+}
+
+/// Opens `path` for reading if it is a regular file (procfs files are), and
+/// refuses anything else. The open itself cannot block: with O_NONBLOCK a
+/// FIFO without a writer opens at once, and is then refused by its type.
+/// The flag stays set, and changes nothing for the regular files read.
+fn open_regular(path: &Path) -> Result<File, Error> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    let kind = file
+        .metadata()
+        .map_err(|source| Error::Open {
+            path: path.to_owned(),
+            source,
+        })?
+        .file_type();
+    let what = if kind.is_file() {
+        return Ok(file);
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(Error::NotAFile {
+        path: path.to_owned(),
+        kind: what,
+    })
 }
 
 /// Counts what the kernel hands over, under the line reader.
@@ -345,7 +567,13 @@ impl Reader {
 
     /// Appends the listeners of `table` to `out`. On error `out` may hold
     /// part of the answer; discard it.
+    ///
+    /// Errors: the file cannot be opened, or is not a regular file; reading
+    /// fails; it goes on past [`MAX_TABLE_BYTES`]; it does not start with the
+    /// kernel's header, or none of its lines after the header can be read.
+    /// An empty file is an empty table.
     pub fn read(&mut self, table: Table, out: &mut Vec<Listener>) -> Result<PollStats, Error> {
+        let path = || self.root.join("net").join(table.file_name());
         let slot = &mut self.files[table.index()];
         let reader = match slot {
             Some(reader) => {
@@ -353,14 +581,13 @@ impl Reader {
                 reader
                     .seek(SeekFrom::Start(0))
                     .map_err(|source| Error::Read {
-                        path: self.root.join("net").join(table.file_name()),
+                        path: path(),
                         source,
                     })?;
                 reader
             }
             None => {
-                let path = self.root.join("net").join(table.file_name());
-                let file = File::open(&path).map_err(|source| Error::Open { path, source })?;
+                let file = open_regular(&path())?;
                 slot.insert(BufReader::with_capacity(
                     CHUNK,
                     Counting {
@@ -371,20 +598,42 @@ impl Reader {
             }
         };
         reader.get_mut().bytes = 0;
-        let result = scan(table, &mut *reader, &mut self.line, out);
+        let result = scan_within(
+            table,
+            &mut *reader,
+            &mut self.line,
+            out,
+            Limits::DEFAULT,
+            true,
+        );
         let bytes = reader.get_ref().bytes;
-        match result {
-            Ok(stats) => Ok(PollStats { bytes, ..stats }),
-            Err(source) => {
-                // A fresh open next time, rather than a reader in an
-                // unknown state.
-                *slot = None;
-                Err(Error::Read {
-                    path: self.path(table),
-                    source,
-                })
+        let error = match result {
+            Ok(stats) => {
+                let rows = stats.lines.saturating_sub(1);
+                if rows == 0 || stats.skipped < rows {
+                    return Ok(PollStats { bytes, ..stats });
+                }
+                Error::Malformed {
+                    path: path(),
+                    reason: format!("none of its {rows} line(s) after the header can be read"),
+                }
             }
-        }
+            Err(ScanError::Io(source)) => Error::Read {
+                path: path(),
+                source,
+            },
+            Err(ScanError::TooLarge) => Error::TooLarge {
+                path: path(),
+                limit: MAX_TABLE_BYTES,
+            },
+            Err(ScanError::NoHeader) => Error::Malformed {
+                path: path(),
+                reason: "it does not start with the kernel's header line".into(),
+            },
+        };
+        // A fresh open next time, rather than a reader in an unknown state.
+        *slot = None;
+        Err(error)
     }
 }
 
@@ -393,6 +642,9 @@ impl Reader {
 /// `<root>/sys/net/ipv6/bindv6only` when the root has it (`/proc`), else
 /// from `/proc/sys/net/ipv6/bindv6only`: sysctl files belong to the reader's
 /// network namespace, and `/proc/<pid>` has no `sys`.
+///
+/// The file holds `0` or `1` and a newline: at most a few bytes are read,
+/// from a regular file only, and anything else is an error.
 pub fn bindv6only(root: &Path) -> Result<bool, Error> {
     let own = root.join("sys/net/ipv6/bindv6only");
     let path = if own.exists() {
@@ -400,12 +652,27 @@ pub fn bindv6only(root: &Path) -> Result<bool, Error> {
     } else {
         PathBuf::from("/proc/sys/net/ipv6/bindv6only")
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Open {
-        path: path.clone(),
-        source,
-    })?;
-    Ok(text.trim() == "1")
+    let file = open_regular(&path)?;
+    let mut text = Vec::with_capacity(SYSCTL_BYTES);
+    file.take(SYSCTL_BYTES as u64)
+        .read_to_end(&mut text)
+        .map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+    match text.as_slice() {
+        b"0\n" | b"0" => Ok(false),
+        b"1\n" | b"1" => Ok(true),
+        _ => Err(Error::Malformed {
+            path,
+            reason: "expected 0 or 1".into(),
+        }),
+    }
 }
+
+/// How much of a 0-or-1 sysctl file is read: enough to see that it holds
+/// more than that.
+const SYSCTL_BYTES: usize = 8;
 
 #[cfg(test)]
 mod tests {
@@ -438,6 +705,121 @@ mod tests {
         assert_eq!(parse_line(Table::Tcp, syn_recv), Ok(Line::Other));
         let connected = b"   9: garbage 00000000:0000 01 00000000:00000000 03:00000000 00000000     0        0 0 3";
         assert_eq!(parse_line(Table::Udp, connected), Ok(Line::Other));
+    }
+
+    const HEADER: &[u8] = b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+
+    fn scan_bytes(
+        table: Table,
+        bytes: &[u8],
+        limits: Limits,
+        require_header: bool,
+    ) -> (Result<PollStats, ScanError>, Vec<Listener>, Vec<u8>) {
+        let (mut buf, mut out) = (Vec::new(), Vec::new());
+        let result = scan_within(
+            table,
+            io::Cursor::new(bytes),
+            &mut buf,
+            &mut out,
+            limits,
+            require_header,
+        );
+        (result, out, buf)
+    }
+
+    #[test]
+    fn a_long_line_is_skipped_and_never_buffered_whole() {
+        let mut input = HEADER.to_vec();
+        input.extend(std::iter::repeat_n(b'x', 100_000));
+        input.push(b'\n');
+        input.extend_from_slice(LISTEN_LINE);
+        input.push(b'\n');
+        let (result, out, buf) = scan_bytes(Table::Tcp, &input, Limits::DEFAULT, true);
+        let stats = result.unwrap();
+        assert_eq!((stats.lines, stats.skipped, out.len()), (3, 1, 1));
+        assert!(
+            buf.capacity() <= 2 * (MAX_LINE + 1),
+            "the line buffer grew to {}",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_line_of_exactly_max_line_bytes_is_read() {
+        let mut at_bound = LISTEN_LINE.to_vec();
+        at_bound.resize(MAX_LINE, b' ');
+        for (line, found) in [
+            (at_bound.clone(), 1),
+            ([at_bound, b" ".to_vec()].concat(), 0),
+        ] {
+            let input = [HEADER, &line, b"\n"].concat();
+            let (result, out, _) = scan_bytes(Table::Tcp, &input, Limits::DEFAULT, true);
+            let stats = result.unwrap();
+            assert_eq!(out.len(), found, "a line of {} bytes", line.len());
+            assert_eq!(stats.skipped, 1 - found);
+        }
+    }
+
+    #[test]
+    fn a_table_stops_at_its_byte_bound() {
+        let limits = Limits {
+            line: 200,
+            table: 1000,
+        };
+        let line = [LISTEN_LINE, b"\n"].concat();
+        let mut input = HEADER.to_vec();
+        while input.len() + line.len() <= 1000 {
+            input.extend_from_slice(&line);
+        }
+        let (result, out, _) = scan_bytes(Table::Tcp, &input, limits, true);
+        assert!(result.is_ok(), "up to the bound is fine: {result:?}");
+        let fits = out.len();
+        input.extend_from_slice(&line);
+        let (result, _, _) = scan_bytes(Table::Tcp, &input, limits, true);
+        assert!(matches!(result, Err(ScanError::TooLarge)), "{result:?}");
+        assert!(fits > 0);
+        // One endless line counts too, while it is being skipped.
+        let endless = [HEADER, &[b'0'; 2000][..]].concat();
+        let (result, _, _) = scan_bytes(Table::Udp, &endless, limits, true);
+        assert!(matches!(result, Err(ScanError::TooLarge)), "{result:?}");
+        // And endless short lines.
+        let empty_lines = io::BufReader::new(io::repeat(b'\n'));
+        let result = scan_within(
+            Table::Udp,
+            empty_lines,
+            &mut Vec::new(),
+            &mut Vec::new(),
+            limits,
+            false,
+        );
+        assert!(matches!(result, Err(ScanError::TooLarge)), "{result:?}");
+    }
+
+    #[test]
+    fn an_endless_input_ends_at_the_default_bound() {
+        let mut out = Vec::new();
+        let endless = io::BufReader::new(io::repeat(b'0'));
+        let error = scan(Table::Udp, endless, &mut Vec::new(), &mut out).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::FileTooLarge, "{error}");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_table_must_start_with_the_header_when_required() {
+        let garbage = [&[0u8; 10_000][..], b"\n", LISTEN_LINE, b"\n"].concat();
+        let (result, out, _) = scan_bytes(Table::Tcp, &garbage, Limits::DEFAULT, true);
+        assert!(matches!(result, Err(ScanError::NoHeader)), "{result:?}");
+        assert!(out.is_empty());
+        let (result, out, _) = scan_bytes(Table::Tcp, &garbage, Limits::DEFAULT, false);
+        let stats = result.unwrap();
+        assert!(!stats.header);
+        assert_eq!(
+            (stats.skipped, out.len()),
+            (1, 1),
+            "scan alone only notes it"
+        );
+        let (result, _, _) = scan_bytes(Table::Tcp, b"", Limits::DEFAULT, true);
+        assert_eq!(result.unwrap().lines, 0, "an empty file is an empty table");
     }
 
     #[test]

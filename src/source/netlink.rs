@@ -464,31 +464,50 @@ pub struct Netlink {
 }
 
 impl Netlink {
-    /// Opens the dump socket in the network namespace at `netns` (a
-    /// `/proc/<pid>/ns/net` file; entering another process's namespace
-    /// needs CAP_SYS_ADMIN), or in our own.
-    pub fn open_in(netns: Option<&Path>) -> Result<Netlink, SourceError> {
-        let Some(netns) = netns else {
-            return Netlink::open();
+    /// Opens the dump socket and, with `destroy`, the subscription to those
+    /// tables' destroy groups, both in the network namespace at `netns` (a
+    /// `/proc/<pid>/ns/net` file) or, without one, in ours. A subscription
+    /// that fails is no reason to give up the source (closing is then seen
+    /// by polling): its error comes back beside it.
+    pub fn open_in(
+        netns: Option<&Path>,
+        destroy: Option<&[Table]>,
+    ) -> Result<(Netlink, Option<SourceError>), SourceError> {
+        let open = || {
+            let mut netlink = Netlink::open()?;
+            let unsubscribed = destroy.and_then(|tables| netlink.subscribe_destroy(tables).err());
+            Ok((netlink, unsubscribed))
         };
-        let what = format!("failed to enter the network namespace {}", netns.display());
-        let enter = |path: &Path| -> io::Result<()> {
-            let file = std::fs::File::open(path)?;
-            sys::setns(file.as_fd(), libc::CLONE_NEWNET)
+        match netns {
+            Some(netns) => Netlink::inside(netns, open)?,
+            None => open(),
+        }
+    }
+
+    /// Runs `make` in the network namespace at `netns`, then returns to
+    /// ours. Sockets belong to the namespace they were made in, and the
+    /// destroy groups a socket joins are those of its namespace: every socket
+    /// that watches another namespace is made in here. Entering another
+    /// process's namespace needs CAP_SYS_ADMIN.
+    pub fn inside<T>(netns: &Path, make: impl FnOnce() -> T) -> Result<T, SourceError> {
+        let entering = |cause: io::Error| {
+            let mut what = format!("failed to enter the network namespace {}", netns.display());
+            if matches!(cause.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+                what.push_str(" (that needs CAP_SYS_ADMIN; --source proc reads it without)");
+            }
+            SourceError::classify(what, cause)
         };
-        let own = std::fs::File::open("/proc/thread-self/ns/net")
-            .map_err(|e| SourceError::classify(what.clone(), e))?;
-        enter(netns).map_err(|e| SourceError::classify(what.clone(), e))?;
-        // Sockets belong to the namespace they were made in: open, then go
-        // home.
-        let opened = Netlink::open();
+        let own = std::fs::File::open("/proc/thread-self/ns/net").map_err(entering)?;
+        let target = std::fs::File::open(netns).map_err(entering)?;
+        sys::setns(target.as_fd(), libc::CLONE_NEWNET).map_err(entering)?;
+        let made = make();
         if let Err(cause) = sys::setns(own.as_fd(), libc::CLONE_NEWNET) {
             return Err(SourceError::Transient {
                 what: "failed to return to our network namespace".into(),
                 cause,
             });
         }
-        opened
+        Ok(made)
     }
 
     /// Opens the dump socket. Errors that mean "not here" (EPERM, EACCES,

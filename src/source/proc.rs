@@ -32,9 +32,16 @@ impl Proc {
     }
 
     /// `net.ipv6.bindv6only` as seen from `root`; Linux's default (off)
-    /// where it cannot be read.
-    pub fn bindv6only(root: &Path) -> bool {
-        proc_fallback::bindv6only(root).unwrap_or(false)
+    /// where it cannot be read, and why not when there is a file that is
+    /// not what the kernel writes (a kernel without IPv6 has none).
+    pub fn bindv6only(root: &Path) -> (bool, Option<Error>) {
+        match proc_fallback::bindv6only(root) {
+            Ok(on) => (on, None),
+            Err(Error::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                (false, None)
+            }
+            Err(e) => (false, Some(e)),
+        }
     }
 }
 
@@ -131,6 +138,33 @@ impl Proc {
                 return Err(SourceError::Transient {
                     what: format!("failed to read {}", path.display()),
                     cause: source,
+                });
+            }
+            // Never readable: a FIFO could block, a device never ends.
+            Err(Error::NotAFile { path, kind }) => {
+                return Err(SourceError::Unavailable {
+                    what: format!("refusing {}", path.display()),
+                    cause: io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("it is {kind}, not a regular file"),
+                    ),
+                });
+            }
+            // Not a table the kernel prints; it may be next time, as a
+            // file being replaced might.
+            Err(Error::TooLarge { path, limit }) => {
+                return Err(SourceError::Transient {
+                    what: format!("stopped reading {} after {limit} bytes", path.display()),
+                    cause: io::Error::new(
+                        io::ErrorKind::FileTooLarge,
+                        "no kernel socket table is that large",
+                    ),
+                });
+            }
+            Err(Error::Malformed { path, reason }) => {
+                return Err(SourceError::Transient {
+                    what: format!("{} is not a socket table", path.display()),
+                    cause: io::Error::new(io::ErrorKind::InvalidData, reason),
                 });
             }
         }

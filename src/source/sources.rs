@@ -71,6 +71,10 @@ pub struct Sources {
     /// is known is partial and must not be taken for the truth (a `wait
     /// --gone` would see sockets "gone" that were never read).
     read_once: Vec<bool>,
+    /// Whether each route's table has failed to read and that has been
+    /// said without `-v`: once per table, so that a table that cannot be
+    /// read is never a silent empty answer, nor a flood.
+    said: Vec<bool>,
     /// The last transient failure, to explain a partial answer.
     last_failure: Option<String>,
     /// `net.ipv6.bindv6only` where the sources read it.
@@ -92,8 +96,17 @@ impl Sources {
         let netlink = match plan.choice {
             SourceChoice::Proc => None,
             SourceChoice::Auto | SourceChoice::Netlink => {
-                match Netlink::open_in(netns_of(plan.proc_root).as_deref()) {
-                    Ok(netlink) => Some(netlink),
+                // Both sockets are made in the watched namespace: destroy
+                // events come from the namespace of the socket that joined.
+                let destroy = plan.pushed.then_some(plan.tables);
+                match Netlink::open_in(netns_of(plan.proc_root).as_deref(), destroy) {
+                    Ok((netlink, unsubscribed)) => {
+                        if let (Some(e), true) = (unsubscribed, plan.verbose) {
+                            // Closing is still seen, by polling; only later.
+                            eprintln!("sockwatch: {e}; closing is seen by polling only");
+                        }
+                        Some(netlink)
+                    }
                     Err(e) if plan.choice == SourceChoice::Netlink => {
                         return Err(e).context("no source of socket information is usable");
                     }
@@ -110,26 +123,20 @@ impl Sources {
             }
         };
         let (sources, fallback): (Vec<Box<dyn Source>>, _) = match netlink {
-            Some(mut netlink) => {
-                if plan.pushed {
-                    if let Err(e) = netlink.subscribe_destroy(plan.tables) {
-                        // Closing is still seen, by polling; only later.
-                        if plan.verbose {
-                            eprintln!("sockwatch: {e}; closing is seen by polling only");
-                        }
-                    }
-                }
-                match plan.choice {
-                    SourceChoice::Auto => (vec![Box::new(netlink), proc()], Some(1)),
-                    _ => (vec![Box::new(netlink)], None),
-                }
-            }
+            Some(netlink) => match plan.choice {
+                SourceChoice::Auto => (vec![Box::new(netlink), proc()], Some(1)),
+                _ => (vec![Box::new(netlink)], None),
+            },
             None => (vec![proc()], None),
         };
         let routes = plan.tables.iter().map(|&t| (t, 0)).collect();
         let mut sources = Sources::new(sources, routes, fallback, plan.verbose);
         sources.announce = plan.announce || plan.verbose;
-        sources.bindv6only = Proc::bindv6only(plan.proc_root);
+        let (bindv6only, unreadable) = Proc::bindv6only(plan.proc_root);
+        if let Some(e) = unreadable {
+            eprintln!("sockwatch: {e}; taking net.ipv6.bindv6only as 0 (Linux's default)");
+        }
+        sources.bindv6only = bindv6only;
         Ok(sources)
     }
 
@@ -144,6 +151,7 @@ impl Sources {
     ) -> Sources {
         Sources {
             read_once: vec![false; routes.len()],
+            said: vec![false; routes.len()],
             last_failure: None,
             sources,
             routes,
@@ -209,9 +217,7 @@ impl Sources {
                         }
                     }
                     SourceError::Transient { .. } => {
-                        if self.verbose {
-                            eprintln!("sockwatch: {error}; keeping what was known of {table}");
-                        }
+                        self.say_unread(table, &error);
                         self.last_failure = Some(error.to_string());
                     }
                 }
@@ -239,6 +245,23 @@ impl Sources {
                 self.last_failure = Some(e.to_string());
                 absent.to_vec()
             }
+        }
+    }
+
+    /// Says that `table` could not be read: every time with `-v`, else once
+    /// per table where the user is told what sockwatch decides (`watch`).
+    fn say_unread(&mut self, table: Table, error: &SourceError) {
+        let Some(i) = self.routes.iter().position(|&(t, _)| t == table) else {
+            return;
+        };
+        if !(self.verbose || (self.announce && !self.said[i])) {
+            return;
+        }
+        self.said[i] = true;
+        if self.read_once[i] {
+            eprintln!("sockwatch: {error}; keeping what was known of {table}");
+        } else {
+            eprintln!("sockwatch: {error}; nothing is reported until {table} can be read");
         }
     }
 
