@@ -5,6 +5,7 @@
 //! per-socket `IPV6_V6ONLY` (the watcher assumes `net.ipv6.bindv6only`), and
 //! no way to tell an auto-bound UDP client from a server.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
@@ -18,6 +19,12 @@ pub struct Proc {
     reader: Reader,
     listeners: Vec<Listener>,
     skipped: u64,
+    /// How many times [`Source::read`] has been called: the number of the
+    /// current read.
+    reads: u64,
+    /// Endpoints that no read found, with the number of the read that
+    /// first missed them: they close if the next read misses them too.
+    suspects: HashMap<Endpoint, u64>,
 }
 
 impl Proc {
@@ -27,6 +34,8 @@ impl Proc {
         Proc {
             reader: Reader::new(root),
             listeners: Vec::new(),
+            reads: 0,
+            suspects: HashMap::new(),
             skipped: 0,
         }
     }
@@ -65,6 +74,7 @@ impl Source for Proc {
         out: &mut Vec<Socket>,
         failed: &mut Vec<(Table, SourceError)>,
     ) {
+        self.reads += 1;
         for &table in tables {
             if let Err(e) = self.dump(table, out) {
                 failed.push((table, e));
@@ -74,9 +84,13 @@ impl Source for Proc {
 
     /// /proc has no lookup of one socket: read the tables again, up to
     /// [`CONFIRM_READS`] times, until every endpoint is found. What none of
-    /// the reads shows is taken as closed; the chance that churn in the same
-    /// hash slot hides a living socket from every read is what makes the
-    /// /proc source weaker here than netlink.
+    /// those reads shows is a suspect, still taken as listening; it closes
+    /// when the next poll misses it too. Reads in quick succession miss the
+    /// same rows more often than chance (page boundaries fall at the same
+    /// places while the churn keeps its pace), so the second look comes a
+    /// poll later. A living socket hidden from every one of them would still
+    /// be reported closed: the /proc source is weaker here than netlink, and
+    /// its closes come a poll later.
     fn confirm(
         &mut self,
         absent: &[Endpoint],
@@ -101,6 +115,16 @@ impl Source for Proc {
                     }
                     !found
                 });
+            }
+        }
+        self.suspects.retain(|e, _| absent.contains(e));
+        for endpoint in missing {
+            let missed_before = self.suspects.get(&endpoint) == Some(&(self.reads - 1));
+            if missed_before {
+                self.suspects.remove(&endpoint);
+            } else {
+                self.suspects.insert(endpoint, self.reads);
+                present.push(endpoint);
             }
         }
         Ok(())
