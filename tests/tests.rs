@@ -12,5 +12,6 @@ mod list;
 mod owners;
 mod reach;
 mod run;
+mod ship;
 mod wait;
 mod watch;
