@@ -25,8 +25,8 @@ const DESCRIPTION: &[&str] = &[
     "A daemon that listens is ready: from then on the kernel queues its connections. \
      sockwatch finds that out without connecting to the service, so it writes nothing to \
      the service's logs, needs no privilege and treats IPv4, IPv6, TCP and UDP alike. \
-     Closing is pushed by the kernel and seen at once; new listeners are found by polling \
-     every --interval.",
+     Through sock_diag, closing is pushed by the kernel and seen at once; new listeners \
+     are found by polling every --interval.",
     "A listening endpoint is a TCP socket in LISTEN or a bound, unconnected UDP socket, \
      identified by transport, family, address and port; several sockets on one endpoint \
      (SO_REUSEPORT workers) are one endpoint.",
@@ -45,8 +45,8 @@ fn conditions() -> Vec<String> {
     vec![
         "Upstart's `start on` syntax (init(5)), evaluated on the current set of listening \
          endpoints: a condition holds while it is true, not when an event passes. `wait` \
-         waits for it, `run --ready-on` takes it as the service's readiness, and `list` and \
-         `watch` print only the endpoints that satisfy one of its `socket` clauses."
+         waits for it, `run --ready-on` tests it over the service's own endpoints, and \
+         `list` and `watch` print only the endpoints that satisfy one of its `socket` clauses."
             .to_owned(),
         format!(
             "Keys: {}. Positional values stand for {} in that order, until the first named \
@@ -75,7 +75,7 @@ fn conditions() -> Vec<String> {
         "`and`, `or` and parentheses combine clauses, and line breaks are allowed; mixing \
          `and` and `or` at one level without parentheses is refused. A malformed condition, \
          or a term that can never hold (`ADDR=localhost`, `ADDR=[::]:3000`, `PORT=0`, two \
-         different ports in one clause), exits 2 naming the column and what to write \
+         different ports in one clause), exits 2 naming the position and what to write \
          instead."
             .to_owned(),
     ]
@@ -122,7 +122,8 @@ pub const EXAMPLES: &[Example] = &[
         command: "sockwatch run --ready-on 'socket PORT=631' -- /usr/sbin/cupsd -f",
     },
     Example {
-        what: "A container health check: exits 0 while something listens on port 8080.",
+        what: "A container health check: exits 0 if something listens on port 8080 within \
+               2 seconds, 124 if not.",
         command: "sockwatch wait --timeout 2s 'socket PORT=8080'",
     },
 ];
