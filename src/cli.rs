@@ -1,11 +1,12 @@
-//! The command line: `list`, `watch` and `wait`.
+//! The command line: `list`, `watch`, `wait` and `run`, and what installs
+//! them (`completions`, `man`).
 //!
 //! `main.rs` only parses (clap derive) and calls [`run`]; errors become exit
 //! codes in one place, [`exit_code`]. Everything here is library code so the
 //! integration tests and benches exercise the same paths as users.
 
 use std::ffi::OsStr;
-use std::io;
+use std::io::{self, Write};
 use std::ops::ControlFlow;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args as ClapArgs, Parser, Subcommand};
+use clap::{Args as ClapArgs, CommandFactory, Parser, Subcommand};
 
 use crate::condition::Condition;
 use crate::endpoint::Table;
@@ -93,6 +94,19 @@ tree listens on (without --ready-on: as soon as it listens on anything).
 Exits with the service's status (killed by signal N: dies of signal N too);
 124 after --timeout, 126 or 127 when PROGRAM cannot be run.")]
     Run(RunArgs),
+    /// Print a completion script for SHELL on stdout.
+    #[command(after_help = "\
+Examples:
+  sockwatch completions bash > /usr/share/bash-completion/completions/sockwatch
+  sockwatch completions zsh > /usr/local/share/zsh/site-functions/_sockwatch
+  sockwatch completions fish > ~/.config/fish/completions/sockwatch.fish")]
+    Completions(CompletionsArgs),
+    /// Print the manual page, sockwatch(1), in roff on stdout.
+    #[command(after_help = "\
+Examples:
+  sockwatch man > /usr/local/share/man/man1/sockwatch.1
+  sockwatch man | man -l -")]
+    Man,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -194,6 +208,13 @@ struct RunArgs {
     /// The service: PROGRAM [ARGS...], after `--`.
     #[arg(value_name = "PROGRAM", required = true, last = true)]
     command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, ClapArgs)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL", value_enum)]
+    shell: clap_complete::Shell,
 }
 
 /// A mistake in what the user typed: exit code 2.
@@ -298,7 +319,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Watch(watch) => run_watch(&args, watch),
         Command::Wait(wait) => run_wait(&args, wait),
         Command::Run(run) => run_run(&args, run),
+        Command::Completions(completions) => {
+            // Made whole first: the generators panic when a write fails,
+            // and a closed stdout must end quietly.
+            let mut script = Vec::new();
+            clap_complete::generate(
+                completions.shell,
+                &mut Args::command(),
+                "sockwatch",
+                &mut script,
+            );
+            print(&script)
+        }
+        Command::Man => print(
+            &crate::manual::page(Args::command()).context("failed to render the manual page")?,
+        ),
     }
+}
+
+/// Writes `text` to stdout: the output of a command that prints one thing.
+fn print(text: &[u8]) -> anyhow::Result<ExitCode> {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    // Written in full or to a reader that left: either way, done.
+    let _: ControlFlow<()> = quiet_on_broken_pipe(out.write_all(text).and_then(|()| out.flush()))?;
+    Ok(ExitCode::from(exit::SUCCESS))
 }
 
 fn format(json: bool) -> Format {
@@ -564,6 +609,84 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Args::command().debug_assert();
+    }
+
+    /// The words a POSIX shell makes of `line`: enough of its quoting for
+    /// examples (single quotes, double quotes with `\"`, a backslash
+    /// before a newline to continue the line).
+    fn shell_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word: Option<String> = None;
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('\n') | None => {}
+                    Some(next) => word.get_or_insert_default().push(next),
+                },
+                '\'' => {
+                    let quoted: String = chars.by_ref().take_while(|&c| c != '\'').collect();
+                    word.get_or_insert_default().push_str(&quoted);
+                }
+                '"' => {
+                    let word = word.get_or_insert_default();
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '"' => break,
+                            '\\' => word.extend(chars.next()),
+                            c => word.push(c),
+                        }
+                    }
+                }
+                c if c.is_whitespace() => words.extend(word.take()),
+                c => word.get_or_insert_default().push(c),
+            }
+        }
+        words.extend(word);
+        words
+    }
+
+    #[test]
+    fn shell_words_as_a_shell_splits_them() {
+        assert_eq!(
+            shell_words("a 'b c' \"d \\\"e\" \\\n  f'g'"),
+            ["a", "b c", "d \"e", "fg"]
+        );
+    }
+
+    /// Parses `line` as sockwatch would, conditions included.
+    fn parse_line(line: &str) -> anyhow::Result<()> {
+        let args = Args::try_parse_from(shell_words(line))?;
+        match &args.command {
+            Command::List(ListArgs { condition, .. })
+            | Command::Watch(WatchArgs { condition, .. })
+            | Command::Wait(WaitArgs { condition, .. }) => {
+                parse_condition(condition)?;
+            }
+            Command::Run(run) => {
+                if let Some(text) = &run.ready_on {
+                    parse_condition(std::slice::from_ref(text))?;
+                }
+            }
+            Command::Completions(_) | Command::Man => {}
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn every_example_of_the_manual_is_a_valid_command_line() {
+        for example in crate::manual::EXAMPLES {
+            // A line ending in a backslash goes on on the next.
+            let command = example.command.replace("\\\n", " ");
+            for line in command.lines() {
+                if let Err(e) = parse_line(line) {
+                    panic!("{line}: {e:#}");
+                }
+            }
+        }
+        // And a mistake is caught, so the check has teeth.
+        assert!(parse_line("sockwatch wait socket PORT=0").is_err());
+        assert!(parse_line("sockwatch wait --tiemout 1s socket PORT=80").is_err());
     }
 
     #[test]

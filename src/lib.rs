@@ -15,6 +15,7 @@ pub mod event;
 pub mod exit;
 pub mod field;
 pub mod hook;
+pub mod manual;
 pub mod notify;
 pub mod process;
 pub mod quote;

@@ -15,5 +15,6 @@ mod owners;
 mod proc_root;
 mod reach;
 mod run;
+mod ship;
 mod wait;
 mod watch;
