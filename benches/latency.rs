@@ -140,6 +140,7 @@ fn through_library(
             proc_root: "/proc".into(),
             announce: false,
             verbose: false,
+            detect: sockwatch::detect::Detect::Poll,
             refresh_owners: false,
             v6only_matters: false,
         })

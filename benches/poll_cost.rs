@@ -35,6 +35,7 @@ fn watcher(source: SourceChoice) -> Watcher {
         proc_root: "/proc".into(),
         announce: false,
         verbose: false,
+        detect: sockwatch::detect::Detect::Poll,
         refresh_owners: false,
         v6only_matters: false,
     })

@@ -18,6 +18,7 @@ use anyhow::Context;
 use clap::{Args as ClapArgs, CommandFactory, Parser, Subcommand};
 
 use crate::condition::Condition;
+use crate::detect::Detect;
 use crate::endpoint::Table;
 use crate::event::{Event, Format};
 use crate::exit;
@@ -44,6 +45,13 @@ pub struct Args {
     /// /proc per table where it is unavailable (auto), or only one of them.
     #[arg(long, global = true, value_enum, default_value_t = SourceChoice::Auto)]
     source: SourceChoice,
+
+    /// How new listeners are noticed: by the socket counters of
+    /// /proc/net/sockstat, reading the tables only when they move (changes;
+    /// what auto picks), or by reading the tables every interval (poll).
+    /// kernel (perf tracepoints) is not available in this build.
+    #[arg(long, global = true, value_enum, default_value_t = Detect::Auto)]
+    detect: Detect,
 
     /// Read /proc from here: /proc/<pid> watches that process's network
     /// namespace (netlink needs CAP_SYS_ADMIN to enter it; /proc does not).
@@ -307,6 +315,7 @@ fn options(args: &Args, condition: Option<&Condition>, pushed: bool, processes: 
         // when asked.
         announce: matches!(args.command, Command::Watch(_)),
         verbose: args.verbose,
+        detect: args.detect,
         refresh_owners: condition.is_some_and(Condition::uses_processes),
         v6only_matters: condition.is_some_and(Condition::depends_on_v6only),
     }

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod condition;
 pub mod descendants;
+pub mod detect;
 pub mod endpoint;
 pub mod event;
 pub mod exit;

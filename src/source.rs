@@ -130,6 +130,13 @@ pub trait Source {
         present: &mut Vec<Endpoint>,
     ) -> Result<(), SourceError>;
 
+    /// Whether an absence awaits confirmation by the next read (the /proc
+    /// source's suspects): the caller should read again soon even if
+    /// nothing else says so.
+    fn unsettled(&self) -> bool {
+        false
+    }
+
     /// A descriptor that becomes readable when [`Source::read_pushed`] has
     /// something to read.
     fn pushed_fd(&self) -> Option<RawFd> {

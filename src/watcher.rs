@@ -27,6 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::detect::{CHANGES_INTERVAL, Detect, Gate, NETLINK_SAFETY, PROC_SAFETY, Sockstat};
 use crate::endpoint::{Endpoint, Socket, Table};
 use crate::event::{Event, EventKind};
 use crate::process::{self, Ownership};
@@ -54,6 +55,8 @@ pub struct Options {
     pub announce: bool,
     /// Say on stderr what the watcher decides and skips.
     pub verbose: bool,
+    /// How new listeners are noticed (`--detect`).
+    pub detect: Detect,
     /// A condition depends on PID or COMM: keep them current (a daemon may
     /// rename itself, exec, or hand its socket to a child after binding).
     pub refresh_owners: bool,
@@ -112,6 +115,23 @@ pub struct Watcher {
     owners_changed: bool,
     /// Say once that V6ONLY is assumed (see [`Options::v6only_matters`]).
     v6only_matters: bool,
+    /// When to read the tables for new listeners.
+    detection: Detection,
+    /// Reads of the tables so far.
+    reads: u64,
+    /// Checks of the socket counters so far.
+    checks: u64,
+    /// Reads until the first answer (the first read and its settling).
+    reads_at_first_answer: u64,
+}
+
+/// How the watcher decides to read the tables.
+enum Detection {
+    /// Every interval.
+    Poll,
+    /// When the socket counters moved, a listener closed, or the safety net
+    /// is due (see [`crate::detect`]).
+    Changes { sockstat: Sockstat, gate: Gate },
 }
 
 impl Watcher {
@@ -131,6 +151,37 @@ impl Watcher {
         }
         watcher.refresh_owners = options.refresh_owners;
         watcher.v6only_matters = options.v6only_matters;
+        watcher.detection = match options.detect {
+            Detect::Kernel => anyhow::bail!(
+                "--detect kernel: kernel triggers are not available in this build; use \
+                 --detect changes (socket counters) or poll"
+            ),
+            Detect::Poll => Detection::Poll,
+            Detect::Auto | Detect::Changes => match Sockstat::open(&options.proc_root) {
+                Ok(sockstat) => {
+                    let safety = if watcher.sources.reads_proc() {
+                        PROC_SAFETY
+                    } else {
+                        NETLINK_SAFETY
+                    };
+                    let baseline = Some(sockstat.baseline);
+                    Detection::Changes {
+                        sockstat,
+                        gate: Gate::new(safety, Instant::now(), baseline),
+                    }
+                }
+                Err(e) => {
+                    if options.verbose {
+                        eprintln!(
+                            "sockwatch: cannot read the socket counters of {}/net/sockstat \
+                             ({e}); reading the tables every interval instead",
+                            options.proc_root.display()
+                        );
+                    }
+                    Detection::Poll
+                }
+            },
+        };
         Ok(watcher)
     }
 
@@ -149,13 +200,45 @@ impl Watcher {
             last_rescan: None,
             owners_changed: false,
             v6only_matters: false,
+            detection: Detection::Poll,
+            reads: 0,
+            checks: 0,
+            reads_at_first_answer: 0,
         }
     }
 
     /// The interval to poll at when the user did not choose one (see
     /// [`Sources::default_interval`]).
     pub fn default_interval(&self, long_running: bool) -> Duration {
-        self.sources.default_interval(long_running)
+        match self.detection {
+            Detection::Changes { .. } => CHANGES_INTERVAL,
+            Detection::Poll => self.sources.default_interval(long_running),
+        }
+    }
+
+    /// How new listeners are noticed, for `-v`.
+    pub fn describe_detection(&self) -> String {
+        match &self.detection {
+            Detection::Poll => "new listeners by reading the tables every interval".into(),
+            Detection::Changes { gate, .. } => format!(
+                "new listeners by socket counters (net/sockstat), reading the tables when \
+                 they move and at least every {}",
+                humantime::format_duration(gate.safety())
+            ),
+        }
+    }
+
+    /// Whether the tables should be read now: always when polling; when the
+    /// counters moved (or a close or the safety net asks) with `changes`.
+    fn read_due(&mut self) -> bool {
+        match &mut self.detection {
+            Detection::Poll => true,
+            Detection::Changes { sockstat, gate } => {
+                self.checks += 1;
+                let counters = sockstat.read().ok();
+                gate.check(Instant::now(), counters).is_some()
+            }
+        }
     }
 
     /// Whether every watched table has been read at least once, so that the
@@ -183,8 +266,11 @@ impl Watcher {
     pub fn poll(&mut self, events: &mut Vec<Event>) -> anyhow::Result<()> {
         let first_new = events.len();
         let now = SystemTime::now();
+        let started = Instant::now();
+        self.reads += 1;
         self.scratch.clear();
         let read = self.sources.read(&mut self.scratch)?;
+
         for table in read {
             let sockets = self
                 .scratch
@@ -206,6 +292,13 @@ impl Watcher {
         }
         self.report_skipped();
         self.say_v6only_assumed();
+        if let Detection::Changes { gate, .. } = &mut self.detection {
+            gate.note_read(started, started.elapsed());
+            if self.sources.unsettled() {
+                // An absence waits for the next read to confirm it.
+                gate.force();
+            }
+        }
         Ok(())
     }
 
@@ -413,6 +506,13 @@ impl Watcher {
             // A worker the last read skipped outlived the sockets we knew.
             return self.poll(events);
         }
+        if !events.is_empty() {
+            // A listener closed: another may have opened in its place in the
+            // same instant, which the counters would not show.
+            if let Detection::Changes { gate, .. } = &mut self.detection {
+                gate.force();
+            }
+        }
         Ok(())
     }
 
@@ -441,6 +541,26 @@ impl Watcher {
     /// events of the polls until then come together), then after every poll
     /// or push that changed something.
     pub fn run(
+        &mut self,
+        interval: Duration,
+        deadline: Option<Instant>,
+        output: Option<BorrowedFd<'_>>,
+        on_change: impl FnMut(&[Event], &Snapshot) -> anyhow::Result<ControlFlow<()>>,
+    ) -> anyhow::Result<Stop> {
+        let stop = self.run_loop(interval, deadline, output, on_change);
+        if self.verbose {
+            eprintln!(
+                "sockwatch: read the tables {} time(s), {} since the first answer; checked \
+                 the socket counters {} time(s)",
+                self.reads,
+                self.reads - self.reads_at_first_answer,
+                self.checks
+            );
+        }
+        stop
+    }
+
+    fn run_loop(
         &mut self,
         interval: Duration,
         deadline: Option<Instant>,
@@ -485,11 +605,13 @@ impl Watcher {
         }
         if self.verbose {
             eprintln!(
-                "sockwatch: watching {}; {} endpoint(s) listening",
+                "sockwatch: watching {}, {}; {} endpoint(s) listening",
                 self.describe_routes(),
+                self.describe_detection(),
                 self.snapshot.len()
             );
         }
+        self.reads_at_first_answer = self.reads;
         if reported && on_change(&changes, &self.snapshot)?.is_break() {
             return Ok(Stop::Done);
         }
@@ -527,7 +649,9 @@ impl Watcher {
                 }
             }
             if next_poll.is_some_and(|t| Instant::now() >= t) {
-                self.poll(&mut changes)?;
+                if self.read_due() {
+                    self.poll(&mut changes)?;
+                }
                 next_poll = Instant::now().checked_add(interval);
             }
             if !reported {
@@ -537,6 +661,7 @@ impl Watcher {
                 }
                 reported = true;
                 self.settle(&mut changes, deadline)?;
+                self.reads_at_first_answer = self.reads;
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Ok(Stop::TimedOut);
                 }

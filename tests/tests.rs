@@ -7,6 +7,7 @@ mod support;
 mod churn;
 mod cli;
 mod conditions;
+mod detect;
 mod fallback;
 mod hooks;
 mod list;

@@ -130,6 +130,10 @@ impl Source for Proc {
         Ok(())
     }
 
+    fn unsettled(&self) -> bool {
+        !self.suspects.is_empty()
+    }
+
     fn skipped(&self) -> u64 {
         self.skipped
     }

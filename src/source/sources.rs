@@ -371,6 +371,11 @@ impl Sources {
         self.sources[source].read_pushed(closed)
     }
 
+    /// Whether a source waits for another read to confirm an absence.
+    pub fn unsettled(&self) -> bool {
+        self.sources.iter().any(|s| s.unsettled())
+    }
+
     /// Malformed messages or lines skipped so far, by every source.
     pub fn skipped(&self) -> u64 {
         self.sources.iter().map(|s| s.skipped()).sum()

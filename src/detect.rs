@@ -1,0 +1,338 @@
+//! Detection: when to read the socket tables for new listeners.
+//!
+//! Closing is pushed by the kernel (netlink destroy events); appearing is
+//! not, so new listeners are found by reading the tables. Reading them every
+//! interval (`--detect poll`, 0.1.0's way) costs a walk of the kernel's
+//! hashes each time: 70–300 µs through netlink, milliseconds through /proc.
+//! `--detect changes` reads the namespace's socket counters instead —
+//! `/proc/net/sockstat` and `sockstat6`, per network namespace, readable by
+//! anyone, about 2 µs — and reads the tables only when one moved: `TCP:
+//! inuse` rises when a socket listens (it is hashed), `UDP: inuse` when one
+//! binds, and their IPv6 twins likewise.
+//!
+//! Two limits are designed for:
+//! - **Balanced changes**: a listener closing and another opening within one
+//!   interval leave every counter where it was. A full read every few
+//!   seconds is the safety net, and a pushed close of a known listener
+//!   makes the next tick read (a restart is then seen within one interval).
+//! - **Churn**: in a busy namespace the counters move every tick. Reads are
+//!   paced by their measured cost, so that they never take more than
+//!   [`READ_BUDGET`] of a CPU however short the interval.
+//!
+//! [`Gate`] holds the decision and is tested with scripted counters and
+//! costs; [`Sockstat`] reads the counters.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How new listeners are detected, as `--detect` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Detect {
+    /// The best that works here: kernel triggers where they are available
+    /// (not built yet), else socket counters, else polling.
+    Auto,
+    /// perf tracepoints on listen and bind (not available in this build).
+    Kernel,
+    /// Read the socket counters every interval, the tables when they move.
+    Changes,
+    /// Read the tables every interval.
+    Poll,
+}
+
+/// The interval of counter checks: a new listener is read within it.
+pub const CHANGES_INTERVAL: Duration = Duration::from_millis(15);
+/// The safety net through netlink: a full read this often, whatever the
+/// counters say (about 0.3 ms of kernel time each).
+pub const NETLINK_SAFETY: Duration = Duration::from_secs(2);
+/// The safety net through /proc, whose reads cost milliseconds.
+pub const PROC_SAFETY: Duration = Duration::from_secs(10);
+/// The share of one CPU that reads of the tables may take, on average.
+pub const READ_BUDGET: f64 = 0.03;
+
+/// The counters that move when a listener appears: `TCP`, `UDP`, `TCP6`,
+/// `UDP6` `inuse`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters(pub [u64; 4]);
+
+/// Reads the counters of one network namespace.
+#[derive(Debug)]
+pub struct Sockstat {
+    /// The counters when opened.
+    pub baseline: Counters,
+    v4: File,
+    v6: Option<File>,
+    buf: Vec<u8>,
+}
+
+impl Sockstat {
+    /// Opens `<proc_root>/net/sockstat` (and `sockstat6`, absent on a
+    /// kernel without IPv6). An error where they cannot be read.
+    pub fn open(proc_root: &Path) -> io::Result<Sockstat> {
+        let v4 = File::open(proc_root.join("net/sockstat"))?;
+        let v6 = File::open(proc_root.join("net/sockstat6")).ok();
+        let mut sockstat = Sockstat {
+            baseline: Counters::default(),
+            v4,
+            v6,
+            buf: vec![0; 4096],
+        };
+        sockstat.baseline = sockstat.read()?;
+        Ok(sockstat)
+    }
+
+    /// The counters now. An error when a file cannot be read or no longer
+    /// says what it did (then the caller polls instead).
+    pub fn read(&mut self) -> io::Result<Counters> {
+        let mut counters = Counters::default();
+        let n = self.v4.read_at(&mut self.buf, 0)?;
+        let found = parse(&self.buf[..n], &mut counters, ["TCP:", "UDP:"], 0);
+        if found < 2 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "net/sockstat has no TCP or UDP line",
+            ));
+        }
+        if let Some(v6) = &self.v6 {
+            let n = v6.read_at(&mut self.buf, 0)?;
+            parse(&self.buf[..n], &mut counters, ["TCP6:", "UDP6:"], 2);
+        }
+        Ok(counters)
+    }
+}
+
+/// Reads `inuse N` from the lines starting with `keys` into
+/// `counters[first..]`; returns how many were found.
+fn parse(text: &[u8], counters: &mut Counters, keys: [&str; 2], first: usize) -> usize {
+    let mut found = 0;
+    for line in text.split(|&b| b == b'\n') {
+        let mut words = line.split(|&b| b == b' ');
+        let Some(key) = words.next() else { continue };
+        let Some(slot) = keys.iter().position(|k| k.as_bytes() == key) else {
+            continue;
+        };
+        if words.next() != Some(b"inuse") {
+            continue;
+        }
+        let value = words
+            .next()
+            .and_then(|w| std::str::from_utf8(w).ok()?.parse().ok());
+        if let Some(value) = value {
+            counters.0[first + slot] = value;
+            found += 1;
+        }
+    }
+    found
+}
+
+/// Why the gate decided to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A counter moved.
+    Moved,
+    /// The safety net was due.
+    Safety,
+    /// A known listener closed: something may have taken its place.
+    Closed,
+    /// The counters could not be read.
+    Blind,
+}
+
+/// The decision to read the tables, from counters and costs.
+#[derive(Debug)]
+pub struct Gate {
+    last: Option<Counters>,
+    last_full: Instant,
+    safety: Duration,
+    /// A read was asked for (a known listener closed, or the counters moved
+    /// while the pace held reads back).
+    pending: Option<Reason>,
+    /// No read before this, to keep reads within the budget.
+    not_before: Instant,
+}
+
+impl Gate {
+    /// A gate whose safety net reads at least every `safety`; `now` is the
+    /// time of the first full read, and `baseline` the counters read before
+    /// it (what that read already accounts for).
+    pub fn new(safety: Duration, now: Instant, baseline: Option<Counters>) -> Gate {
+        Gate {
+            last: baseline,
+            last_full: now,
+            safety,
+            pending: None,
+            not_before: now,
+        }
+    }
+
+    /// How often the safety net reads.
+    pub fn safety(&self) -> Duration {
+        self.safety
+    }
+
+    /// Whether to read the tables now, given the counters just read (`None`
+    /// when they could not be).
+    pub fn check(&mut self, now: Instant, counters: Option<Counters>) -> Option<Reason> {
+        let moved = match (counters, self.last) {
+            (Some(now), Some(before)) => now != before,
+            (Some(_), None) => true,
+            (None, _) => {
+                self.pending.get_or_insert(Reason::Blind);
+                false
+            }
+        };
+        if counters.is_some() {
+            self.last = counters;
+        }
+        if moved {
+            self.pending.get_or_insert(Reason::Moved);
+        }
+        if now.duration_since(self.last_full) >= self.safety {
+            self.pending.get_or_insert(Reason::Safety);
+        }
+        if self.pending.is_some() && now >= self.not_before {
+            return self.pending.take();
+        }
+        None
+    }
+
+    /// Asks for a read at the next check (as the pace allows): a known
+    /// listener closed, and a new one may have opened in the same instant,
+    /// which the counters do not show; or a source waits for a second read
+    /// to confirm an absence.
+    pub fn force(&mut self) {
+        self.pending.get_or_insert(Reason::Closed);
+    }
+
+    /// Records a read that took `cost`, started at `now`: the next one waits
+    /// long enough to keep reads within [`READ_BUDGET`] of a CPU.
+    pub fn note_read(&mut self, now: Instant, cost: Duration) {
+        self.last_full = now;
+        let gap = cost.mul_f64(1.0 / READ_BUDGET);
+        self.not_before = now + gap;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn counters(tcp: u64) -> Option<Counters> {
+        Some(Counters([tcp, 0, 0, 0]))
+    }
+
+    #[test]
+    fn reads_only_when_a_counter_moves() {
+        let start = Instant::now();
+        let mut gate = Gate::new(Duration::from_secs(2), start, None);
+        assert_eq!(gate.check(start, counters(1)), Some(Reason::Moved), "first");
+        gate.note_read(start, 100 * Duration::from_micros(1));
+        for tick in 1..100 {
+            assert_eq!(gate.check(start + tick * 15 * MS, counters(1)), None);
+        }
+        assert_eq!(
+            gate.check(start + 1600 * MS, counters(2)),
+            Some(Reason::Moved)
+        );
+    }
+
+    #[test]
+    fn the_baseline_is_not_news() {
+        let start = Instant::now();
+        let mut gate = Gate::new(Duration::from_secs(2), start, counters(1));
+        gate.note_read(start, MS);
+        assert_eq!(gate.check(start + 15 * MS, counters(1)), None);
+        assert_eq!(
+            gate.check(start + 40 * MS, counters(2)),
+            Some(Reason::Moved)
+        );
+    }
+
+    #[test]
+    fn the_safety_net_reads_when_nothing_moves() {
+        let start = Instant::now();
+        let mut gate = Gate::new(Duration::from_secs(2), start, None);
+        gate.check(start, counters(1));
+        gate.note_read(start, MS);
+        assert_eq!(gate.check(start + 1999 * MS, counters(1)), None);
+        assert_eq!(
+            gate.check(start + 2000 * MS, counters(1)),
+            Some(Reason::Safety)
+        );
+    }
+
+    #[test]
+    fn a_pushed_close_reads_at_the_next_check() {
+        let start = Instant::now();
+        let mut gate = Gate::new(Duration::from_secs(2), start, None);
+        gate.check(start, counters(1));
+        gate.note_read(start, MS / 10);
+        gate.force();
+        assert_eq!(
+            gate.check(start + 15 * MS, counters(1)),
+            Some(Reason::Closed),
+            "a balanced restart leaves the counters as they were"
+        );
+    }
+
+    #[test]
+    fn reads_are_paced_by_their_cost_but_not_forgotten() {
+        let start = Instant::now();
+        let mut gate = Gate::new(Duration::from_secs(10), start, None);
+        gate.check(start, counters(1));
+        // A /proc read of 10 ms may run at most every 333 ms at 3 %.
+        gate.note_read(start, 10 * MS);
+        assert_eq!(gate.check(start + 15 * MS, counters(2)), None, "paced");
+        assert_eq!(gate.check(start + 30 * MS, counters(2)), None);
+        assert_eq!(
+            gate.check(start + 334 * MS, counters(2)),
+            Some(Reason::Moved),
+            "the move seen while paced is read once the pace allows"
+        );
+    }
+
+    #[test]
+    fn unreadable_counters_read_the_tables() {
+        let start = Instant::now();
+        let mut gate = Gate::new(Duration::from_secs(2), start, None);
+        gate.check(start, counters(1));
+        gate.note_read(start, MS / 10);
+        assert_eq!(gate.check(start + 15 * MS, None), Some(Reason::Blind));
+    }
+
+    #[test]
+    fn parses_the_kernels_format() {
+        let v4 = b"sockets: used 11\nTCP: inuse 3 orphan 0 tw 7 alloc 1002 mem 222\nUDP: inuse 2 mem 0\nUDPLITE: inuse 0\n";
+        let v6 = b"TCP6: inuse 4\nUDP6: inuse 5\nUDPLITE6: inuse 0\n";
+        let mut counters = Counters::default();
+        assert_eq!(parse(v4, &mut counters, ["TCP:", "UDP:"], 0), 2);
+        assert_eq!(parse(v6, &mut counters, ["TCP6:", "UDP6:"], 2), 2);
+        assert_eq!(counters, Counters([3, 2, 4, 5]));
+        assert_eq!(
+            parse(
+                b"garbage\nTCP: inuse x\n",
+                &mut counters,
+                ["TCP:", "UDP:"],
+                0
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn reads_this_namespaces_counters() {
+        let mut sockstat = Sockstat::open(Path::new("/proc/self")).unwrap();
+        let before = sockstat.read().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let after = sockstat.read().unwrap();
+        assert!(
+            after.0[0] > before.0[0] || after.0[0] != before.0[0],
+            "{before:?} {after:?}"
+        );
+        drop(listener);
+    }
+}
