@@ -142,9 +142,9 @@ fn single_read_misses(source: &mut dyn Source) -> usize {
             // A resumed dump can repeat rows too: count distinct sockets.
             let seen: std::collections::HashSet<_> = out
                 .iter()
-                .filter(|s| s.endpoint.port == 5000)
-                .filter(|s| s.endpoint.addr.to_string().starts_with("127.0."))
-                .map(|s| s.endpoint.addr)
+                .filter(|s| s.endpoint.port() == Some(5000))
+                .filter_map(|s| s.endpoint.ip())
+                .filter(|ip| ip.to_string().starts_with("127.0."))
                 .collect();
             STABLE - seen.len()
         })

@@ -53,6 +53,16 @@ pub struct Facts<'a> {
     pub v6only: Option<bool>,
     /// The process holding it: `PID` and `COMM`.
     pub owner: OwnerFact<'a>,
+    /// For a unix endpoint bound to a path, whether the path still leads to
+    /// the listening socket (its file was not unlinked or replaced):
+    /// unknown where it cannot be checked. `Yes` for abstract names and
+    /// inet endpoints.
+    pub path_current: Truth,
+    /// Whether the endpoint's row is known to be the kernel's; an untrusted
+    /// one (a /proc row of a unix socket that could not be verified) makes
+    /// every clause about it unknown, so that a forged row never satisfies
+    /// a condition.
+    pub trusted: bool,
 }
 
 /// What is known of the process holding an endpoint.
@@ -158,10 +168,13 @@ pub(crate) enum Addrs {
 /// What one term tests, typed by its field.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Test {
-    /// `PROTO=`: the families the value names (a glob may name both).
+    /// `PROTO=`: the families the value names (a glob may name several).
     Proto(Vec<Family>),
     Port(Numbers),
     Addr(Addrs),
+    /// `SOCKET_PATH=`: a glob over the name as bound (`@name` when
+    /// abstract), which holds only while the path leads to the socket.
+    SocketPath(Glob),
     /// `TRANSPORT=`: the transports the value names.
     Transport(Vec<Transport>),
     V6only(bool),
@@ -176,6 +189,7 @@ impl Test {
             Test::Proto(_) => Field::Proto,
             Test::Port(_) => Field::Port,
             Test::Addr(_) => Field::Addr,
+            Test::SocketPath(_) => Field::SocketPath,
             Test::Transport(_) => Field::Transport,
             Test::V6only(_) => Field::V6only,
             Test::Pid(_) => Field::Pid,
@@ -201,19 +215,24 @@ impl Test {
                     Truth::No
                 }
             }
-            Test::Port(numbers) => Truth::from(numbers.matches(u32::from(endpoint.port))),
-            Test::Addr(Addrs::Ip(ip)) => reach::reaches_addr(facts, *ip),
-            Test::Addr(Addrs::Net(net)) => reach::reaches_net(facts, net),
+            Test::Port(numbers) => Truth::from(numbers.matches(u32::from(endpoint.port()?))),
+            Test::Addr(Addrs::Ip(ip)) => reach::reaches_addr(facts, endpoint.ip()?, *ip),
+            Test::Addr(Addrs::Net(net)) => reach::reaches_net(facts, endpoint.ip()?, net),
             Test::Addr(Addrs::Glob(glob)) => {
-                let bound = reach::bound(facts);
+                let ip = endpoint.ip()?;
+                let bound = reach::bound(ip);
                 Truth::from(
-                    glob.matches(&endpoint.addr.to_string())
-                        || (bound != endpoint.addr && glob.matches(&bound.to_string())),
+                    glob.matches(&ip.to_string())
+                        || (bound != ip && glob.matches(&bound.to_string())),
                 )
+            }
+            Test::SocketPath(glob) => {
+                let name = endpoint.unix_name()?;
+                Truth::all([Truth::from(glob.matches(name.text())), facts.path_current])
             }
             Test::Transport(transports) => Truth::from(transports.contains(&endpoint.transport)),
             Test::V6only(wanted) => match (endpoint.family(), facts.v6only) {
-                (Family::Inet, _) => return None,
+                (Family::Inet | Family::Unix, _) => return None,
                 (Family::Inet6, None) => Truth::Unknown,
                 (Family::Inet6, Some(v6only)) => Truth::from(v6only == *wanted),
             },
@@ -268,14 +287,23 @@ pub(crate) struct Clause {
 
 impl Clause {
     fn truth(&self, facts: &Facts<'_>) -> Truth {
-        Truth::all(self.terms.iter().map(|t| t.truth(facts)))
+        let answer = Truth::all(self.terms.iter().map(|t| t.truth(facts)));
+        match (answer, facts.trusted) {
+            // A row that may be forged decides nothing.
+            (Truth::Yes, false) => Truth::Unknown,
+            (answer, _) => answer,
+        }
     }
 
     /// Whether some endpoint of `table` could satisfy the clause. Exact for
-    /// TRANSPORT and PROTO, which every endpoint has; other keys never rule a
-    /// table out.
+    /// TRANSPORT and PROTO, which every endpoint has; a positive term on a
+    /// key only inet (`PORT`, `ADDR`) or only unix (`SOCKET_PATH`) endpoints
+    /// have rules out the other tables; other keys never rule a table out.
     fn may_match(&self, table: Table) -> bool {
         self.terms.iter().all(|term| match &term.test {
+            // A negated term is false where its key is absent, too.
+            Test::Port(_) | Test::Addr(_) => table.family != Family::Unix,
+            Test::SocketPath(_) => table.family == Family::Unix,
             Test::Transport(transports) => term.negated != transports.contains(&table.transport),
             Test::Proto(families) => {
                 let own = families.contains(&table.family);
@@ -427,11 +455,7 @@ mod tests {
     use crate::endpoint::Transport;
 
     fn endpoint(transport: Transport, addr: &str, port: u16) -> Endpoint {
-        Endpoint {
-            transport,
-            addr: addr.parse().unwrap(),
-            port,
-        }
+        Endpoint::inet(transport, addr.parse().unwrap(), port)
     }
 
     fn facts(endpoint: &Endpoint, v6only: Option<bool>) -> Facts<'_> {
@@ -439,7 +463,45 @@ mod tests {
             endpoint,
             v6only,
             owner: OwnerFact::Absent,
+            path_current: Truth::Yes,
+            trusted: true,
         }
+    }
+
+    #[test]
+    fn unix_endpoints_match_through_the_keys_they_have() {
+        use crate::endpoint::UnixName;
+        let e = Endpoint::unix(Transport::Stream, UnixName::path(b"/run/app.sock"));
+        let all = [facts(&e, None)];
+        assert!(holds("socket PROTO=unix SOCKET_PATH=/run/app.sock", &all));
+        assert!(holds("socket unix", &all));
+        assert!(holds(
+            "socket SOCKET_PATH=/run/*.sock TRANSPORT=stream",
+            &all
+        ));
+        assert!(holds("socket TRANSPORT=stream", &all));
+        assert!(!holds("socket PROTO=inet", &all));
+        assert!(!holds("socket PORT!=80", &all), "no port: false");
+        assert!(!holds("socket ADDR!=127.0.0.1", &all));
+        assert!(!holds("socket SOCKET_PATH=@app.sock", &all));
+        let stale = [Facts {
+            path_current: Truth::No,
+            ..facts(&e, None)
+        }];
+        assert!(!holds("socket SOCKET_PATH=/run/app.sock", &stale));
+        assert!(holds("socket PROTO=unix", &stale), "it still listens");
+        let forged = [Facts {
+            trusted: false,
+            ..facts(&e, None)
+        }];
+        assert_eq!(evaluate("socket PROTO=unix", &forged), Truth::Unknown);
+        assert!(!Condition::parse("socket unix").unwrap().selects(&forged[0]));
+        let inet = endpoint(Transport::Tcp, "0.0.0.0", 80);
+        assert!(!holds("socket SOCKET_PATH=*", &[facts(&inet, None)]));
+        let tables = Condition::parse("socket PORT=80").unwrap().tables();
+        assert!(tables.iter().all(|t| t.family != Family::Unix));
+        let tables = Condition::parse("socket SOCKET_PATH=/x").unwrap().tables();
+        assert_eq!(tables, Table::UNIX);
     }
 
     fn evaluate(condition: &str, endpoints: &[Facts<'_>]) -> Truth {
@@ -825,7 +887,24 @@ mod tests {
                 .map(|t| t.to_string())
                 .collect()
         };
-        assert_eq!(tables("socket"), ["tcp", "tcp6", "udp", "udp6"]);
+        assert_eq!(
+            tables("socket"),
+            [
+                "tcp",
+                "tcp6",
+                "udp",
+                "udp6",
+                "unix stream",
+                "unix seqpacket",
+                "unix dgram"
+            ]
+        );
+        assert_eq!(tables("socket PORT=80"), ["tcp", "tcp6", "udp", "udp6"]);
+        assert_eq!(
+            tables("socket PROTO=unix"),
+            Table::UNIX.map(|t| t.to_string())
+        );
+        assert_eq!(tables("socket TRANSPORT=stream"), ["unix stream"]);
         assert_eq!(tables("socket TRANSPORT=tcp"), ["tcp", "tcp6"]);
         assert_eq!(tables("socket PROTO=inet6 TRANSPORT=udp"), ["udp6"]);
         assert_eq!(
@@ -833,7 +912,7 @@ mod tests {
             ["tcp", "tcp6"],
             "dual-stack"
         );
-        assert_eq!(tables("socket TRANSPORT!=tcp"), ["udp", "udp6"]);
+        assert_eq!(tables("socket PROTO=inet* TRANSPORT!=tcp"), ["udp", "udp6"]);
         assert_eq!(
             tables("socket TRANSPORT=tcp or socket inet6 TRANSPORT=udp"),
             ["tcp", "tcp6", "udp6"]

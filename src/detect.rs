@@ -53,9 +53,12 @@ pub const PROC_SAFETY: Duration = Duration::from_secs(10);
 pub const READ_BUDGET: f64 = 0.03;
 
 /// The counters that move when a listener appears: `TCP`, `UDP`, `TCP6`,
-/// `UDP6` `inuse`.
+/// `UDP6` `inuse`, and, where unix sockets are watched, `sockets: used`
+/// (every socket of the namespace: unix sockets have no counter of their
+/// own, so with unix tables the tables are read whenever any socket is made
+/// or freed, paced by [`READ_BUDGET`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Counters(pub [u64; 4]);
+pub struct Counters(pub [u64; 5]);
 
 /// Reads the counters of one network namespace.
 #[derive(Debug)]
@@ -65,12 +68,15 @@ pub struct Sockstat {
     v4: File,
     v6: Option<File>,
     buf: Vec<u8>,
+    /// Whether `sockets: used` counts (unix tables are watched).
+    unix: bool,
 }
 
 impl Sockstat {
     /// Opens `<proc_root>/net/sockstat` (and `sockstat6`, absent on a
     /// kernel without IPv6). An error where they cannot be read.
-    pub fn open(proc_root: &Path) -> io::Result<Sockstat> {
+    /// With `unix`, `sockets: used` counts too.
+    pub fn open(proc_root: &Path, unix: bool) -> io::Result<Sockstat> {
         let v4 = File::open(proc_root.join("net/sockstat"))?;
         let v6 = File::open(proc_root.join("net/sockstat6")).ok();
         let mut sockstat = Sockstat {
@@ -78,6 +84,7 @@ impl Sockstat {
             v4,
             v6,
             buf: vec![0; 4096],
+            unix,
         };
         sockstat.baseline = sockstat.read()?;
         Ok(sockstat)
@@ -93,6 +100,12 @@ impl Sockstat {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "net/sockstat has no TCP or UDP line",
+            ));
+        }
+        if self.unix && parse_used(&self.buf[..n], &mut counters) == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "net/sockstat has no 'sockets: used' line",
             ));
         }
         if let Some(v6) = &self.v6 {
@@ -125,6 +138,20 @@ fn parse(text: &[u8], counters: &mut Counters, keys: [&str; 2], first: usize) ->
         }
     }
     found
+}
+
+/// Reads `sockets: used N` into `counters[4]`; returns 1 if found.
+fn parse_used(text: &[u8], counters: &mut Counters) -> usize {
+    for line in text.split(|&b| b == b'\n') {
+        let Some(rest) = line.strip_prefix(b"sockets: used ") else {
+            continue;
+        };
+        if let Some(value) = std::str::from_utf8(rest).ok().and_then(|w| w.parse().ok()) {
+            counters.0[4] = value;
+            return 1;
+        }
+    }
+    0
 }
 
 /// Why the gate decided to read.
@@ -206,6 +233,15 @@ impl Gate {
         self.pending.get_or_insert(Reason::Closed);
     }
 
+    /// Takes `counters`, read just before a full read of the tables, as
+    /// what that read accounts for: a change before it is no reason for
+    /// another.
+    pub fn rebase(&mut self, counters: Option<Counters>) {
+        if counters.is_some() {
+            self.last = counters;
+        }
+    }
+
     /// Records a read that took `cost`, started at `now`: the next one waits
     /// long enough to keep reads within [`READ_BUDGET`] of a CPU.
     pub fn note_read(&mut self, now: Instant, cost: Duration) {
@@ -222,7 +258,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn counters(tcp: u64) -> Option<Counters> {
-        Some(Counters([tcp, 0, 0, 0]))
+        Some(Counters([tcp, 0, 0, 0, 0]))
     }
 
     #[test]
@@ -311,7 +347,9 @@ mod tests {
         let mut counters = Counters::default();
         assert_eq!(parse(v4, &mut counters, ["TCP:", "UDP:"], 0), 2);
         assert_eq!(parse(v6, &mut counters, ["TCP6:", "UDP6:"], 2), 2);
-        assert_eq!(counters, Counters([3, 2, 4, 5]));
+        assert_eq!(counters, Counters([3, 2, 4, 5, 0]));
+        assert_eq!(parse_used(v4, &mut counters), 1);
+        assert_eq!(counters, Counters([3, 2, 4, 5, 11]));
         assert_eq!(
             parse(
                 b"garbage\nTCP: inuse x\n",
@@ -325,13 +363,17 @@ mod tests {
 
     #[test]
     fn reads_this_namespaces_counters() {
-        let mut sockstat = Sockstat::open(Path::new("/proc/self")).unwrap();
+        let mut sockstat = Sockstat::open(Path::new("/proc/self"), true).unwrap();
         let before = sockstat.read().unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let after = sockstat.read().unwrap();
         assert!(
             after.0[0] > before.0[0] || after.0[0] != before.0[0],
             "{before:?} {after:?}"
+        );
+        assert!(
+            after.0[4] > 0,
+            "'sockets: used' counts the listener: {after:?}"
         );
         drop(listener);
     }

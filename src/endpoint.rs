@@ -1,8 +1,8 @@
 //! The event model's nouns: a listening [`Endpoint`], the kernel
 //! [`Socket`]s behind it, and the [`Listener`] they make together.
 //!
-//! An endpoint is what a client connects to: (transport, family, address,
-//! port). Several sockets may share one (SO_REUSEPORT workers, a socket
+//! An endpoint is what a client connects to: for inet (transport, address,
+//! port), for unix-domain sockets (transport, name as bound). Several sockets may share one (SO_REUSEPORT workers, a socket
 //! inherited across fork is still one socket): the endpoint appears with the
 //! first and closes with the last, so events speak of endpoints, never of
 //! sockets.
@@ -10,6 +10,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::process::{Owner, Ownership};
 
@@ -20,18 +21,41 @@ pub enum Transport {
     Tcp,
     /// A UDP socket that is bound and not connected.
     Udp,
+    /// A unix `SOCK_STREAM` socket in the LISTEN state.
+    Stream,
+    /// A unix `SOCK_SEQPACKET` socket in the LISTEN state.
+    Seqpacket,
+    /// A unix `SOCK_DGRAM` socket that is bound and not connected.
+    Dgram,
 }
 
 impl Transport {
-    /// Both transports, in listing order.
-    pub const ALL: [Transport; 2] = [Transport::Tcp, Transport::Udp];
+    /// Every transport, in listing order.
+    pub const ALL: [Transport; 5] = [
+        Transport::Tcp,
+        Transport::Udp,
+        Transport::Stream,
+        Transport::Seqpacket,
+        Transport::Dgram,
+    ];
 
-    /// The field's text: `tcp` or `udp`.
+    /// The field's text: `tcp`, `udp`, `stream`, `seqpacket` or `dgram`.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
+            Transport::Stream => "stream",
+            Transport::Seqpacket => "seqpacket",
+            Transport::Dgram => "dgram",
         }
+    }
+
+    /// Whether this is a transport of unix-domain sockets.
+    pub fn is_unix(self) -> bool {
+        matches!(
+            self,
+            Transport::Stream | Transport::Seqpacket | Transport::Dgram
+        )
     }
 }
 
@@ -41,19 +65,21 @@ impl fmt::Display for Transport {
     }
 }
 
-/// The address family: Upstart's `PROTO` field (`inet` or `inet6`, as
-/// upstart-socket-bridge names them).
+/// The address family: Upstart's `PROTO` field (`inet`, `inet6` or `unix`,
+/// as upstart-socket-bridge names them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
     /// IPv4.
     Inet,
     /// IPv6.
     Inet6,
+    /// Unix-domain sockets.
+    Unix,
 }
 
 impl Family {
-    /// Both families, in listing order.
-    pub const ALL: [Family; 2] = [Family::Inet, Family::Inet6];
+    /// Every family, in listing order.
+    pub const ALL: [Family; 3] = [Family::Inet, Family::Inet6, Family::Unix];
 
     /// The family of an address.
     pub fn of(addr: &IpAddr) -> Family {
@@ -63,11 +89,12 @@ impl Family {
         }
     }
 
-    /// The field's text: `inet` or `inet6`.
+    /// The field's text: `inet`, `inet6` or `unix`.
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Inet => "inet",
             Family::Inet6 => "inet6",
+            Family::Unix => "unix",
         }
     }
 }
@@ -78,8 +105,9 @@ impl fmt::Display for Family {
     }
 }
 
-/// One of the kernel's four socket tables: what a source dumps at a time, and
-/// the unit in which a source can fail or be replaced by another.
+/// One of the kernel's socket tables: what a source dumps at a time, and
+/// the unit in which a source can fail or be replaced by another. The unix
+/// tables are one per transport, though both sources read them in one go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Table {
     /// TCP or UDP.
@@ -89,12 +117,22 @@ pub struct Table {
 }
 
 impl Table {
-    /// The four tables, in listing order.
-    pub const ALL: [Table; 4] = [
+    /// The tables, in listing order.
+    pub const ALL: [Table; 7] = [
         Table::new(Transport::Tcp, Family::Inet),
         Table::new(Transport::Tcp, Family::Inet6),
         Table::new(Transport::Udp, Family::Inet),
         Table::new(Transport::Udp, Family::Inet6),
+        Table::new(Transport::Stream, Family::Unix),
+        Table::new(Transport::Seqpacket, Family::Unix),
+        Table::new(Transport::Dgram, Family::Unix),
+    ];
+
+    /// The three unix tables.
+    pub const UNIX: [Table; 3] = [
+        Table::new(Transport::Stream, Family::Unix),
+        Table::new(Transport::Seqpacket, Family::Unix),
+        Table::new(Transport::Dgram, Family::Unix),
     ];
 
     /// The table of one transport and family.
@@ -104,31 +142,133 @@ impl Table {
 }
 
 impl fmt::Display for Table {
-    /// `tcp6`, `udp`: the names of the /proc/net files and of ss(8).
+    /// `tcp6`, `udp`: the names of the /proc/net files and of ss(8);
+    /// `unix stream` for the unix tables.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let suffix = match self.family {
-            Family::Inet => "",
-            Family::Inet6 => "6",
-        };
-        write!(f, "{}{}", self.transport, suffix)
+        match self.family {
+            Family::Inet => write!(f, "{}", self.transport),
+            Family::Inet6 => write!(f, "{}6", self.transport),
+            Family::Unix => write!(f, "unix {}", self.transport),
+        }
     }
 }
 
+/// The name a unix socket is bound to, as the kernel reports it: a path
+/// (possibly relative, as bound in its owner's mount namespace and working
+/// directory) or an abstract name (per network namespace, no file).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnixName {
+    /// Whether it is an abstract name (the kernel's leading NUL).
+    pub is_abstract: bool,
+    /// The name as lossless text (see [`crate::quote::text_from_bytes`]),
+    /// abstract ones with a leading `@`: what `SOCKET_PATH` shows and
+    /// matches.
+    text: Arc<str>,
+}
+
+impl UnixName {
+    /// A path name from its bytes.
+    pub fn path(bytes: &[u8]) -> UnixName {
+        UnixName {
+            is_abstract: false,
+            text: crate::quote::text_from_bytes(bytes).into(),
+        }
+    }
+
+    /// An abstract name from its bytes (without the leading NUL).
+    pub fn abstract_name(bytes: &[u8]) -> UnixName {
+        let mut text = String::with_capacity(bytes.len() + 1);
+        text.push('@');
+        text.push_str(&crate::quote::text_from_bytes(bytes));
+        UnixName {
+            is_abstract: true,
+            text: text.into(),
+        }
+    }
+
+    /// The name as lossless text, `@name` for abstract ones.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The path's bytes, for a path name.
+    pub fn path_bytes(&self) -> Option<std::borrow::Cow<'_, [u8]>> {
+        (!self.is_abstract).then(|| crate::quote::bytes_from_text(&self.text))
+    }
+}
+
+/// Where an endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Addr {
+    /// An IP address and port.
+    Inet {
+        /// The local address; its family is the endpoint's family.
+        ip: IpAddr,
+        /// The local port.
+        port: u16,
+    },
+    /// A unix socket's name.
+    Unix(UnixName),
+}
+
 /// A listening endpoint: what a client connects or sends to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
-    /// TCP or UDP.
+    /// TCP, UDP, or a unix transport; it agrees with `addr`'s kind.
     pub transport: Transport,
-    /// The local address; its family is the endpoint's family.
-    pub addr: IpAddr,
-    /// The local port.
-    pub port: u16,
+    /// Where.
+    pub addr: Addr,
 }
 
 impl Endpoint {
+    /// An inet endpoint.
+    pub fn inet(transport: Transport, ip: IpAddr, port: u16) -> Endpoint {
+        debug_assert!(!transport.is_unix());
+        Endpoint {
+            transport,
+            addr: Addr::Inet { ip, port },
+        }
+    }
+
+    /// A unix endpoint.
+    pub fn unix(transport: Transport, name: UnixName) -> Endpoint {
+        debug_assert!(transport.is_unix());
+        Endpoint {
+            transport,
+            addr: Addr::Unix(name),
+        }
+    }
+
+    /// The IP address of an inet endpoint.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match &self.addr {
+            Addr::Inet { ip, .. } => Some(*ip),
+            Addr::Unix(_) => None,
+        }
+    }
+
+    /// The port of an inet endpoint.
+    pub fn port(&self) -> Option<u16> {
+        match &self.addr {
+            Addr::Inet { port, .. } => Some(*port),
+            Addr::Unix(_) => None,
+        }
+    }
+
+    /// The name of a unix endpoint.
+    pub fn unix_name(&self) -> Option<&UnixName> {
+        match &self.addr {
+            Addr::Unix(name) => Some(name),
+            Addr::Inet { .. } => None,
+        }
+    }
+
     /// The address family (`PROTO`).
     pub fn family(&self) -> Family {
-        Family::of(&self.addr)
+        match &self.addr {
+            Addr::Inet { ip, .. } => Family::of(ip),
+            Addr::Unix(_) => Family::Unix,
+        }
     }
 
     /// The kernel table this endpoint lives in.
@@ -138,19 +278,22 @@ impl Endpoint {
 
     /// Whether it listens on every address of its family (`0.0.0.0`, `::`).
     pub fn is_wildcard(&self) -> bool {
-        self.addr.is_unspecified()
+        self.ip().is_some_and(|ip| ip.is_unspecified())
     }
 }
 
 impl Ord for Endpoint {
-    /// Listing order: transport, family, port, address.
+    /// Listing order: transport, family, then port and address, or name.
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.transport, self.family(), self.port, self.addr).cmp(&(
-            other.transport,
-            other.family(),
-            other.port,
-            other.addr,
-        ))
+        let key = |e: &Endpoint| (e.transport, e.family());
+        key(self)
+            .cmp(&key(other))
+            .then_with(|| match (&self.addr, &other.addr) {
+                (Addr::Inet { ip, port }, Addr::Inet { ip: i, port: p }) => (port, ip).cmp(&(p, i)),
+                (Addr::Unix(a), Addr::Unix(b)) => a.cmp(b),
+                (Addr::Inet { .. }, Addr::Unix(_)) => Ordering::Less,
+                (Addr::Unix(_), Addr::Inet { .. }) => Ordering::Greater,
+            })
     }
 }
 
@@ -162,17 +305,25 @@ impl PartialOrd for Endpoint {
 
 impl fmt::Display for Endpoint {
     /// The event fields in contract order: `PROTO=inet PORT=80 ADDR=0.0.0.0
-    /// TRANSPORT=tcp`. IPv6 addresses are RFC 5952 text without brackets,
-    /// which is what `Ipv6Addr`'s `Display` writes.
+    /// TRANSPORT=tcp`, `PROTO=unix SOCKET_PATH=/run/app.sock
+    /// TRANSPORT=stream`. IPv6 addresses are RFC 5952 text without
+    /// brackets, which is what `Ipv6Addr`'s `Display` writes; names are
+    /// quoted by the one rule.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "PROTO={} PORT={} ADDR={} TRANSPORT={}",
-            self.family(),
-            self.port,
-            self.addr,
-            self.transport
-        )
+        match &self.addr {
+            Addr::Inet { ip, port } => write!(
+                f,
+                "PROTO={} PORT={port} ADDR={ip} TRANSPORT={}",
+                self.family(),
+                self.transport
+            ),
+            Addr::Unix(name) => write!(
+                f,
+                "PROTO=unix SOCKET_PATH={} TRANSPORT={}",
+                crate::quote::quote(name.text()),
+                self.transport
+            ),
+        }
     }
 }
 
@@ -181,7 +332,7 @@ impl fmt::Display for Endpoint {
 pub enum SourceKind {
     /// sock_diag netlink dumps and destroy events.
     Netlink,
-    /// Polling `/proc/net/{tcp,tcp6,udp,udp6}`.
+    /// Polling `/proc/net/{tcp,tcp6,udp,udp6,unix}`.
     Proc,
 }
 
@@ -208,8 +359,9 @@ pub struct Socket {
     pub endpoint: Endpoint,
     /// The socket inode (`socket:[N]` in `/proc/<pid>/fd`).
     pub inode: u64,
-    /// The owner's user id.
-    pub uid: u32,
+    /// The owner's user id; `None` where the source cannot tell (a kernel
+    /// too old to report it for unix sockets).
+    pub uid: Option<u32>,
     /// The kernel's socket cookie, which destroy events carry; `None` where the
     /// source cannot tell (/proc).
     pub cookie: Option<u64>,
@@ -218,6 +370,25 @@ pub struct Socket {
     pub v6only: Option<bool>,
     /// Who reported it.
     pub source: SourceKind,
+    /// For a unix socket bound to a path: the device and inode of the
+    /// socket file it created, where the source reports them (netlink's
+    /// `UNIX_DIAG_VFS`), to tell whether the path still leads to it.
+    pub vfs: Option<Vfs>,
+    /// Whether the row is known to be the kernel's. /proc prints unix names
+    /// raw, so a name holding a newline can forge a row: those rows are
+    /// listed, but satisfy no condition until verified.
+    pub trusted: bool,
+}
+
+/// The identity of the file a unix socket was bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Vfs {
+    /// The device's major number.
+    pub major: u32,
+    /// The device's minor number.
+    pub minor: u32,
+    /// The file's inode.
+    pub ino: u64,
 }
 
 /// The sockets listening on one endpoint (never empty, sorted by inode), and
@@ -253,7 +424,13 @@ impl Listener {
 
     /// The owner's uid (the lowest, should workers differ).
     pub fn uid(&self) -> Option<u32> {
-        self.sockets.iter().map(|s| s.uid).min()
+        self.sockets.iter().filter_map(|s| s.uid).min()
+    }
+
+    /// Whether every socket's row is known to be the kernel's (see
+    /// [`Socket::trusted`]).
+    pub fn trusted(&self) -> bool {
+        self.sockets.iter().all(|s| s.trusted)
     }
 
     /// `IPV6_V6ONLY` when the source knows it.

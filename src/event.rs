@@ -1,7 +1,8 @@
 //! Events: what sockwatch says, as Upstart-style text or JSON Lines.
 //!
 //! The text form is the contract's: the event name, then `PROTO`, `PORT`,
-//! `ADDR`, `TRANSPORT`, then optional fields (`V6ONLY` for IPv6 endpoints
+//! `ADDR`, `TRANSPORT` (for unix sockets `PROTO`, `SOCKET_PATH`,
+//! `TRANSPORT`), then optional fields (`V6ONLY` for IPv6 endpoints
 //! when the source knows it). It is what upstart-socket-bridge emits, so
 //! the lines can be fed to `initctl emit` as they are.
 
@@ -115,8 +116,9 @@ impl Event {
         let owner = self.listener.owner();
         Some(match field {
             Field::Proto => Value::Word(endpoint.family().as_str()),
-            Field::Port => Value::Number(u32::from(endpoint.port)),
-            Field::Addr => Value::Addr(endpoint.addr),
+            Field::Port => Value::Number(u32::from(endpoint.port()?)),
+            Field::Addr => Value::Addr(endpoint.ip()?),
+            Field::SocketPath => Value::Name(endpoint.unix_name()?.text()),
             Field::Transport => Value::Word(endpoint.transport.as_str()),
             Field::V6only => Value::Flag(self.listener.v6only()?),
             Field::Pid => Value::Number(owner?.pid),
@@ -151,22 +153,21 @@ impl fmt::Display for Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{Socket, SourceKind, Transport};
+    use crate::endpoint::{Socket, SourceKind, Transport, UnixName};
     use crate::process::{Owner, Ownership};
+    use std::os::unix::ffi::OsStringExt;
 
     fn event(addr: &str, v6only: Option<bool>, comm: Option<&str>) -> Event {
-        let endpoint = Endpoint {
-            transport: Transport::Tcp,
-            addr: addr.parse().unwrap(),
-            port: 80,
-        };
+        let endpoint = Endpoint::inet(Transport::Tcp, addr.parse().unwrap(), 80);
         let mut listener = Listener::from_sockets(vec![Socket {
-            endpoint,
+            endpoint: endpoint.clone(),
             inode: 7,
-            uid: 0,
+            uid: Some(0),
             cookie: None,
             v6only,
             source: SourceKind::Netlink,
+            vfs: None,
+            trusted: true,
         }]);
         if let Some(comm) = comm {
             listener.set_ownership(Ownership::Found(Owner {
@@ -194,6 +195,56 @@ mod tests {
         );
     }
 
+    fn unix_event(name: UnixName) -> Event {
+        let endpoint = Endpoint::unix(Transport::Stream, name);
+        let listener = Listener::from_sockets(vec![Socket {
+            endpoint: endpoint.clone(),
+            inode: 9,
+            uid: Some(1000),
+            cookie: None,
+            v6only: None,
+            source: SourceKind::Netlink,
+            vfs: None,
+            trusted: true,
+        }]);
+        Event::new(
+            EventKind::Socket,
+            endpoint,
+            listener,
+            SystemTime::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn unix_endpoints_have_a_path_and_no_port() {
+        let event = unix_event(UnixName::path(b"/run/cups/cups.sock"));
+        assert_eq!(
+            event.to_string(),
+            "socket PROTO=unix SOCKET_PATH=/run/cups/cups.sock TRANSPORT=stream"
+        );
+        let odd = unix_event(UnixName::path(b"/tmp/a b\n\xff"));
+        assert_eq!(
+            odd.to_string(),
+            r#"socket PROTO=unix SOCKET_PATH="/tmp/a b\n\xff" TRANSPORT=stream"#
+        );
+        let bytes = unix_event(UnixName::path(b"/tmp/x\n\xff"));
+        assert_eq!(
+            bytes.value(Field::SocketPath).unwrap().env().into_vec(),
+            b"/tmp/x\n\xff"
+        );
+        assert_eq!(
+            unix_event(UnixName::abstract_name(b"app")).to_string(),
+            "socket PROTO=unix SOCKET_PATH=@app TRANSPORT=stream"
+        );
+        let mut line = Vec::new();
+        event.write(Format::Json, &mut line).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(json["proto"], "unix");
+        assert_eq!(json["path"], "/run/cups/cups.sock");
+        assert_eq!(json["transport"], "stream");
+        assert!(json["port"].is_null() && json["addr"].is_null());
+    }
+
     #[test]
     fn json_has_every_field_null_when_unknown() {
         let mut line = Vec::new();
@@ -205,7 +256,7 @@ mod tests {
             line,
             concat!(
                 r#"{"event":"socket","proto":"inet","port":80,"addr":"127.0.0.1","#,
-                r#""transport":"tcp","v6only":null,"pid":null,"comm":null,"uid":0,"#,
+                r#""path":null,"transport":"tcp","v6only":null,"pid":null,"comm":null,"uid":0,"#,
                 r#""inodes":[7],"source":"netlink","time":"1970-01-01T00:00:00.000Z"}"#,
                 "\n"
             )

@@ -16,13 +16,15 @@ use crate::quote;
 /// A field of an event, and a key of a condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Field {
-    /// `inet` or `inet6`.
+    /// `inet`, `inet6` or `unix`.
     Proto,
     /// The port.
     Port,
     /// The local address.
     Addr,
-    /// `tcp` or `udp`.
+    /// The name a unix socket is bound to (`@name` when abstract).
+    SocketPath,
+    /// `tcp`, `udp`, `stream`, `seqpacket` or `dgram`.
     Transport,
     /// `IPV6_V6ONLY` of an IPv6 socket.
     V6only,
@@ -34,10 +36,11 @@ pub enum Field {
 
 impl Field {
     /// Every field, in the contract's order (the order of the text form).
-    pub const ALL: [Field; 7] = [
+    pub const ALL: [Field; 8] = [
         Field::Proto,
         Field::Port,
         Field::Addr,
+        Field::SocketPath,
         Field::Transport,
         Field::V6only,
         Field::Pid,
@@ -54,6 +57,7 @@ impl Field {
             Field::Proto => "PROTO",
             Field::Port => "PORT",
             Field::Addr => "ADDR",
+            Field::SocketPath => "SOCKET_PATH",
             Field::Transport => "TRANSPORT",
             Field::V6only => "V6ONLY",
             Field::Pid => "PID",
@@ -67,6 +71,7 @@ impl Field {
             Field::Proto => "proto",
             Field::Port => "port",
             Field::Addr => "addr",
+            Field::SocketPath => "path",
             Field::Transport => "transport",
             Field::V6only => "v6only",
             Field::Pid => "pid",
@@ -97,7 +102,7 @@ pub enum Value<'a> {
     Addr(IpAddr),
     /// `0` or `1` in text and in the environment, `false`/`true` in JSON.
     Flag(bool),
-    /// Text from the kernel (a command name), carried by
+    /// Text from the kernel (a command name, a socket's name), carried by
     /// [`quote::text_from_bytes`]'s lossless mapping.
     Name(&'a str),
 }
@@ -164,6 +169,7 @@ mod tests {
             assert_eq!(Field::from_name(field.name()), Some(field));
         }
         assert_eq!(Field::from_name("port"), None, "names are upper case");
-        assert_eq!(Field::POSITIONAL, Field::ALL[..4]);
+        assert_eq!(Field::POSITIONAL[..3], Field::ALL[..3]);
+        assert_eq!(Field::POSITIONAL[3], Field::Transport);
     }
 }

@@ -132,18 +132,16 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_blocking() {
-        let endpoint = Endpoint {
-            transport: Transport::Tcp,
-            addr: "127.0.0.1".parse().unwrap(),
-            port: 80,
-        };
+        let endpoint = Endpoint::inet(Transport::Tcp, "127.0.0.1".parse().unwrap(), 80);
         let socket = Socket {
-            endpoint,
+            endpoint: endpoint.clone(),
             inode: 1,
-            uid: 0,
+            uid: Some(0),
             cookie: None,
             v6only: None,
             source: SourceKind::Proc,
+            vfs: None,
+            trusted: true,
         };
         let event = Event {
             kind: EventKind::Socket,

@@ -24,4 +24,5 @@ pub mod run;
 pub mod snapshot;
 pub mod source;
 pub mod sys;
+pub mod unix_path;
 pub mod watcher;

@@ -28,6 +28,7 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
@@ -40,8 +41,8 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::condition::{Condition, Facts};
 use crate::descendants::Descendants;
-use crate::endpoint::Endpoint;
 use crate::endpoint::Listener;
+use crate::endpoint::{Addr, Endpoint};
 use crate::exit;
 use crate::notify::Notify;
 use crate::process::{self, Ownership};
@@ -205,11 +206,19 @@ impl Tree {
     }
 }
 
-/// An endpoint as messages name it: `tcp 127.0.0.1:80`, `tcp6 [::]:80`.
+/// An endpoint as messages name it: `tcp 127.0.0.1:80`, `tcp6 [::]:80`,
+/// `unix stream /run/app.sock` (the name quoted by the one rule).
 fn endpoint_text(e: &Endpoint) -> String {
-    match e.addr {
-        std::net::IpAddr::V4(a) => format!("{} {}:{}", e.table(), a, e.port),
-        std::net::IpAddr::V6(a) => format!("{} [{}]:{}", e.table(), a, e.port),
+    match &e.addr {
+        Addr::Inet {
+            ip: IpAddr::V4(a),
+            port,
+        } => format!("{} {a}:{port}", e.table()),
+        Addr::Inet {
+            ip: IpAddr::V6(a),
+            port,
+        } => format!("{} [{a}]:{port}", e.table()),
+        Addr::Unix(name) => format!("{} {}", e.table(), crate::quote::quote(name.text())),
     }
 }
 

@@ -78,7 +78,7 @@ impl Snapshot {
     /// are no longer in the snapshot (those of `socket-closed` events).
     pub fn facts<'a>(&self, endpoint: &'a Endpoint, listener: &'a Listener) -> Facts<'a> {
         let v6only = match endpoint.family() {
-            Family::Inet => None,
+            Family::Inet | Family::Unix => None,
             Family::Inet6 => Some(listener.v6only().unwrap_or(self.bindv6only)),
         };
         let owner = match &listener.owner {
@@ -93,6 +93,8 @@ impl Snapshot {
             endpoint,
             v6only,
             owner,
+            path_current: crate::unix_path::leads_to(endpoint, listener),
+            trusted: listener.trusted(),
         }
     }
 
@@ -127,14 +129,17 @@ impl Snapshot {
         let mut fresh: BTreeMap<Endpoint, Vec<Socket>> = BTreeMap::new();
         for socket in sockets {
             debug_assert_eq!(socket.endpoint.table(), table);
-            fresh.entry(socket.endpoint).or_default().push(socket);
+            fresh
+                .entry(socket.endpoint.clone())
+                .or_default()
+                .push(socket);
         }
         let mut changed = false;
         let mut gone: Vec<Endpoint> = self
             .endpoints
             .keys()
             .filter(|e| e.table() == table && !fresh.contains_key(e))
-            .copied()
+            .cloned()
             .collect();
         if !gone.is_empty() {
             let still = confirm(&gone);
@@ -164,7 +169,7 @@ impl Snapshot {
                     };
                     events.push(Event::new(
                         EventKind::Socket,
-                        endpoint,
+                        endpoint.clone(),
                         listener.clone(),
                         now,
                     ));
@@ -215,7 +220,12 @@ impl Snapshot {
                 continue;
             }
             let last = self.endpoints.remove(endpoint).expect("found above");
-            events.push(Event::new(EventKind::SocketClosed, *endpoint, last, now));
+            events.push(Event::new(
+                EventKind::SocketClosed,
+                endpoint.clone(),
+                last,
+                now,
+            ));
         }
         !still.is_empty()
     }
@@ -231,7 +241,7 @@ impl Snapshot {
         self.cookies.clear();
         for (endpoint, listener) in &self.endpoints {
             for cookie in listener.sockets.iter().filter_map(|s| s.cookie) {
-                self.cookies.insert(cookie, *endpoint);
+                self.cookies.insert(cookie, endpoint.clone());
             }
         }
     }
@@ -247,23 +257,21 @@ mod tests {
 
     fn socket(port: u16, inode: u64) -> Socket {
         Socket {
-            endpoint: Endpoint {
-                transport: Transport::Tcp,
-                addr: "127.0.0.1".parse().unwrap(),
-                port,
-            },
+            endpoint: Endpoint::inet(Transport::Tcp, "127.0.0.1".parse().unwrap(), port),
             inode,
-            uid: 0,
+            uid: Some(0),
             cookie: Some(inode + 1000),
             v6only: None,
             source: SourceKind::Netlink,
+            vfs: None,
+            trusted: true,
         }
     }
 
     fn summary(events: &[Event]) -> Vec<String> {
         events
             .iter()
-            .map(|e| format!("{} {}", e.kind.as_str(), e.endpoint.port))
+            .map(|e| format!("{} {}", e.kind.as_str(), e.endpoint.port().unwrap()))
             .collect()
     }
 
@@ -316,7 +324,7 @@ mod tests {
         );
         assert!(events.is_empty(), "skipped by the dump, but still there");
         assert_eq!(asked.len(), 1);
-        assert_eq!(asked[0].port, 22);
+        assert_eq!(asked[0].port(), Some(22));
         assert_eq!(snapshot.len(), 2);
         assert_eq!(
             apply(&mut snapshot, vec![socket(80, 1)]),
@@ -358,7 +366,7 @@ mod tests {
     fn a_closed_endpoint_keeps_its_owner_in_the_event() {
         let mut snapshot = Snapshot::new(false);
         apply(&mut snapshot, vec![socket(80, 1)]);
-        let endpoint = *snapshot.iter().next().unwrap().0;
+        let endpoint = snapshot.iter().next().unwrap().0.clone();
         let owner = Owner {
             pid: 42,
             comm: "python3".into(),
@@ -383,7 +391,7 @@ mod tests {
     fn hidden_owners_are_unknown_not_absent() {
         let mut snapshot = Snapshot::new(false);
         apply(&mut snapshot, vec![socket(80, 1), socket(81, 2)]);
-        let endpoints: Vec<Endpoint> = snapshot.iter().map(|(e, _)| *e).collect();
+        let endpoints: Vec<Endpoint> = snapshot.iter().map(|(e, _)| e.clone()).collect();
         snapshot.set_ownership(&endpoints[0], Ownership::Hidden);
         snapshot.set_ownership(&endpoints[1], Ownership::Nobody);
         let facts = snapshot.all_facts();

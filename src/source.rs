@@ -18,6 +18,7 @@
 pub mod netlink;
 pub mod proc;
 pub mod sources;
+pub mod unix_diag;
 
 use std::io;
 use std::os::fd::RawFd;

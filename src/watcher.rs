@@ -28,7 +28,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::detect::{CHANGES_INTERVAL, Detect, Gate, NETLINK_SAFETY, PROC_SAFETY, Sockstat};
-use crate::endpoint::{Endpoint, Socket, Table};
+use crate::endpoint::{Endpoint, Family, Socket, Table};
 use crate::event::{Event, EventKind};
 use crate::process::{self, Ownership};
 pub use crate::snapshot::{Listener, Snapshot};
@@ -157,7 +157,10 @@ impl Watcher {
                  --detect changes (socket counters) or poll"
             ),
             Detect::Poll => Detection::Poll,
-            Detect::Auto | Detect::Changes => match Sockstat::open(&options.proc_root) {
+            Detect::Auto | Detect::Changes => match Sockstat::open(
+                &options.proc_root,
+                options.tables.iter().any(|t| t.family == Family::Unix),
+            ) {
                 Ok(sockstat) => {
                     let safety = if watcher.sources.reads_proc() {
                         PROC_SAFETY
@@ -268,6 +271,9 @@ impl Watcher {
         let now = SystemTime::now();
         let started = Instant::now();
         self.reads += 1;
+        if let Detection::Changes { sockstat, gate } = &mut self.detection {
+            gate.rebase(sockstat.read().ok());
+        }
         self.scratch.clear();
         let read = self.sources.read(&mut self.scratch)?;
 
@@ -365,7 +371,7 @@ impl Watcher {
             .snapshot
             .iter()
             .map(|(endpoint, listener)| {
-                Event::new(EventKind::Socket, *endpoint, listener.clone(), now)
+                Event::new(EventKind::Socket, endpoint.clone(), listener.clone(), now)
             })
             .collect())
     }
@@ -416,10 +422,10 @@ impl Watcher {
             match listener.ownership() {
                 Some(Ownership::Found(owner)) => match process::comm(&proc_root, owner.pid) {
                     Some(comm) if comm == owner.comm => {}
-                    Some(comm) => renamed.push((*endpoint, owner.pid, comm)),
-                    None => lost.push(*endpoint),
+                    Some(comm) => renamed.push((endpoint.clone(), owner.pid, comm)),
+                    None => lost.push(endpoint.clone()),
                 },
-                Some(Ownership::Nobody) => lost.push(*endpoint),
+                Some(Ownership::Nobody) => lost.push(endpoint.clone()),
                 // Hidden stays hidden for this user; None is looked up
                 // when the endpoint appears.
                 Some(Ownership::Hidden) | None => {}
@@ -687,7 +693,7 @@ fn confirm_each_table(sources: &mut Sources, endpoints: &[Endpoint]) -> Vec<Endp
         let of_table: Vec<Endpoint> = endpoints
             .iter()
             .filter(|e| e.table() == table)
-            .copied()
+            .cloned()
             .collect();
         present.extend(sources.confirm(table, &of_table));
     }
@@ -755,16 +761,14 @@ mod tests {
 
     fn socket(port: u16, inode: u64, source: SourceKind) -> Socket {
         Socket {
-            endpoint: Endpoint {
-                transport: Transport::Tcp,
-                addr: "127.0.0.1".parse().unwrap(),
-                port,
-            },
+            endpoint: Endpoint::inet(Transport::Tcp, "127.0.0.1".parse().unwrap(), port),
             inode,
-            uid: 0,
+            uid: Some(0),
             cookie: (source == SourceKind::Netlink).then_some(inode + 1000),
             v6only: None,
             source,
+            vfs: None,
+            trusted: true,
         }
     }
 
@@ -804,7 +808,7 @@ mod tests {
     fn summary(events: &[Event]) -> Vec<String> {
         events
             .iter()
-            .map(|e| format!("{} {}", e.kind.as_str(), e.endpoint.port))
+            .map(|e| format!("{} {}", e.kind.as_str(), e.endpoint.port().unwrap()))
             .collect()
     }
 

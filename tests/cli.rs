@@ -195,7 +195,8 @@ fn verbose_list_says_which_source_read_which_table(source: &str) {
     assert_eq!(out.code(), 0, "{out}");
     assert!(
         out.stderr.contains(&format!(
-            "sockwatch: read tcp, tcp6, udp, udp6 via {source}; 2 endpoint(s)"
+            "sockwatch: read tcp, tcp6, udp, udp6, unix stream, unix seqpacket, unix dgram via \
+             {source}; 2 endpoint(s)"
         )),
         "{out}"
     );

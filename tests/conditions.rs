@@ -32,7 +32,10 @@ fn mixed_and_or_without_parentheses() {
 fn unknown_key_lists_the_known_ones() {
     refused(
         "socket PROT=inet",
-        &["unknown key 'PROT'", "PROTO, PORT, ADDR, TRANSPORT"],
+        &[
+            "unknown key 'PROT'",
+            "PROTO, PORT, ADDR, SOCKET_PATH, TRANSPORT",
+        ],
     );
 }
 
@@ -53,12 +56,31 @@ fn port_out_of_range() {
 fn invalid_proto_and_transport() {
     refused(
         "socket PROTO=inet7",
-        &["invalid PROTO 'inet7'", "inet or inet6"],
+        &["invalid PROTO 'inet7'", "inet, inet6 or unix"],
     );
     refused(
         "socket TRANSPORT=sctp",
-        &["invalid TRANSPORT 'sctp'", "tcp or udp"],
+        &[
+            "invalid TRANSPORT 'sctp'",
+            "tcp, udp, stream, seqpacket or dgram",
+        ],
     );
+}
+
+/// Unix sockets have a name, not a port or address: asking for both is a
+/// usage error, not an endless wait.
+#[test]
+fn unix_with_port_or_addr_is_refused() {
+    refused(
+        "socket PROTO=unix PORT=80",
+        &[
+            "column 19",
+            "PORT=80 can never hold together with PROTO=unix",
+        ],
+    );
+    refused("socket unix 80", &["column 13", "no PORT"]);
+    refused("socket PROTO=unix ADDR=127.0.0.1", &["column 19", "ADDR"]);
+    refused("socket PROTO=inet SOCKET_PATH=/run/x", &["no SOCKET_PATH"]);
 }
 
 #[test]
@@ -142,7 +164,10 @@ fn globs_that_match_no_value() {
     );
     refused(
         "socket TRANSPORT=x*",
-        &["column 18", "matches neither tcp nor udp"],
+        &[
+            "column 18",
+            "matches none of tcp, udp, stream, seqpacket, dgram",
+        ],
     );
 }
 

@@ -36,6 +36,8 @@
 
 #![deny(missing_docs)]
 
+pub mod unix;
+
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

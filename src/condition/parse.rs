@@ -707,8 +707,8 @@ impl Value<'_> {
                 let families = named_values(&Family::ALL, |f| f.as_str(), &glob);
                 if families.is_empty() {
                     return Err(match literal {
-                        Some(_) => format!("invalid PROTO '{raw}' (expected inet or inet6)"),
-                        None => format!("PROTO glob '{raw}' matches neither inet nor inet6"),
+                        Some(_) => format!("invalid PROTO '{raw}' (expected inet, inet6 or unix)"),
+                        None => format!("PROTO glob '{raw}' matches none of inet, inet6, unix"),
                     });
                 }
                 Test::Proto(families)
@@ -717,8 +717,14 @@ impl Value<'_> {
                 let transports = named_values(&Transport::ALL, |t| t.as_str(), &glob);
                 if transports.is_empty() {
                     return Err(match literal {
-                        Some(_) => format!("invalid TRANSPORT '{raw}' (expected tcp or udp)"),
-                        None => format!("TRANSPORT glob '{raw}' matches neither tcp nor udp"),
+                        Some(_) => format!(
+                            "invalid TRANSPORT '{raw}' (expected tcp, udp, stream, seqpacket or \
+                             dgram)"
+                        ),
+                        None => format!(
+                            "TRANSPORT glob '{raw}' matches none of tcp, udp, stream, seqpacket, \
+                             dgram"
+                        ),
                     });
                 }
                 Test::Transport(transports)
@@ -726,6 +732,7 @@ impl Value<'_> {
             Field::Port => Test::Port(numbers(Field::Port, glob, literal, &raw)?),
             Field::Pid => Test::Pid(numbers(Field::Pid, glob, literal, &raw)?),
             Field::Addr => Test::Addr(addrs(&self.text(), glob, literal, &raw)?),
+            Field::SocketPath => Test::SocketPath(glob),
             Field::V6only => match literal.as_deref() {
                 Some("0") => Test::V6only(false),
                 Some("1") => Test::V6only(true),
@@ -959,14 +966,49 @@ struct Seen {
     port: Option<(u32, u32, String)>,
     transport: Option<(Vec<Transport>, String)>,
     v6only: Option<(bool, String)>,
+    /// The kinds of endpoint (inet, unix) every term so far allows, and
+    /// the first term that narrowed them.
+    kinds: Option<([bool; 2], String)>,
 }
 
 impl Seen {
     fn add(&mut self, term: &Term, value: &Value<'_>) -> Result<(), String> {
+        let op = if term.negated { "!=" } else { "=" };
+        let this = format!("{}{op}{}", term.test.field(), shown(value.raw));
+        // Which kinds of endpoint (inet, unix) could satisfy the term: keys
+        // only one kind has are false on the other, negated or not.
+        let kinds = match &term.test {
+            Test::Port(_) | Test::Addr(_) | Test::V6only(_) => Some([true, false]),
+            Test::SocketPath(_) => Some([false, true]),
+            Test::Proto(families) if !term.negated => Some([
+                families.iter().any(|f| *f != Family::Unix),
+                families.contains(&Family::Unix),
+            ]),
+            Test::Transport(transports) if !term.negated => Some([
+                transports.iter().any(|t| !t.is_unix()),
+                transports.iter().any(|t| t.is_unix()),
+            ]),
+            _ => None,
+        };
+        if let Some(kinds) = kinds {
+            match &mut self.kinds {
+                None => self.kinds = Some((kinds, this.clone())),
+                Some((kept, first)) => {
+                    let both = [kept[0] && kinds[0], kept[1] && kinds[1]];
+                    if both == [false, false] {
+                        return Err(format!(
+                            "{this} can never hold together with {first}: unix sockets have no \
+                             PORT, ADDR or V6ONLY, inet sockets no SOCKET_PATH, and each kind \
+                             has its own transports"
+                        ));
+                    }
+                    *kept = both;
+                }
+            }
+        }
         if term.negated {
             return Ok(());
         }
-        let this = format!("{}={}", term.test.field(), shown(value.raw));
         let conflict = |first: &str, what: &str| {
             format!(
                 "{this} can never hold together with {first}: an endpoint has one {what} (to \
@@ -1184,7 +1226,7 @@ mod tests {
             (
                 "socket PROT=inet",
                 8,
-                "unknown key 'PROT' (known keys: PROTO, PORT, ADDR, TRANSPORT, V6ONLY, PID, COMM)",
+                "unknown key 'PROT' (known keys: PROTO, PORT, ADDR, SOCKET_PATH, TRANSPORT, V6ONLY, PID, COMM)",
             ),
             (
                 "socket PORT=70000",
@@ -1196,14 +1238,14 @@ mod tests {
             (
                 "socket PROTO=inet7",
                 14,
-                "invalid PROTO 'inet7' (expected inet or inet6)",
+                "invalid PROTO 'inet7' (expected inet, inet6 or unix)",
             ),
             ("socket tcp PORT=80", 8, "write TRANSPORT=tcp"),
             ("socket inet7", 8, "invalid PROTO 'inet7'"),
             (
                 "socket TRANSPORT=sctp",
                 18,
-                "invalid TRANSPORT 'sctp' (expected tcp or udp)",
+                "invalid TRANSPORT 'sctp' (expected tcp, udp, stream, seqpacket or dgram)",
             ),
             ("(socket PORT=80", 1, "'(' is never closed"),
             (
@@ -1283,6 +1325,26 @@ mod tests {
             ("socket PORT=80-90 PORT=91-100", 19, &["PORT=91-100"]),
             ("socket TRANSPORT=tcp TRANSPORT=udp", 22, &["one transport"]),
             ("socket V6ONLY=0 V6ONLY=1", 17, &["one V6ONLY"]),
+            (
+                "socket PROTO=unix PORT=80",
+                19,
+                &["PORT=80 can never hold together with PROTO=unix"],
+            ),
+            ("socket unix 80", 13, &["with PROTO=unix", "no PORT"]),
+            ("socket PROTO=unix ADDR!=::1", 19, &["ADDR!=::1"]),
+            ("socket PROTO=inet SOCKET_PATH=/x", 19, &["no SOCKET_PATH"]),
+            ("socket PORT=80 SOCKET_PATH=/x", 16, &["SOCKET_PATH=/x"]),
+            (
+                "socket TRANSPORT=tcp SOCKET_PATH=/x",
+                22,
+                &["own transports"],
+            ),
+            ("socket PROTO=unix TRANSPORT=udp", 19, &["TRANSPORT=udp"]),
+            (
+                "socket SOCKET_PATH=",
+                20,
+                &["expected a value for SOCKET_PATH"],
+            ),
             ("socket PORT=0", 13, &["PORT 0 never listens"]),
             ("socket PORT=000", 13, &["PORT 0 never listens"]),
             ("socket PORT=0-0", 13, &["only port 0"]),
@@ -1300,8 +1362,16 @@ mod tests {
             ("socket PID=0*", 12, &["matches no process id"]),
             ("socket PID=99999999", 12, &["highest process id"]),
             (r"socket TRANSPORT=tcp\", 21, &["dangling backslash"]),
-            ("socket TRANSPORT=x*", 18, &["matches neither tcp nor udp"]),
-            ("socket PROTO=x*", 14, &["matches neither inet nor inet6"]),
+            (
+                "socket TRANSPORT=x*",
+                18,
+                &["matches none of tcp, udp, stream, seqpacket, dgram"],
+            ),
+            (
+                "socket PROTO=x*",
+                14,
+                &["matches none of inet, inet6, unix"],
+            ),
             ("socket V6ONLY=*", 15, &["expected 0 or 1"]),
             (
                 "socket COMM=systemd-resolved",
@@ -1479,11 +1549,7 @@ mod tests {
         ];
         let endpoints: Vec<Endpoint> = ["0.0.0.0", "::", "::ffff:127.0.0.1", "::1"]
             .iter()
-            .map(|a| Endpoint {
-                transport: Transport::Tcp,
-                addr: a.parse().unwrap(),
-                port: 80,
-            })
+            .map(|a| Endpoint::inet(Transport::Tcp, a.parse().unwrap(), 80))
             .collect();
         let facts: Vec<Facts<'_>> = endpoints
             .iter()
@@ -1491,6 +1557,8 @@ mod tests {
                 endpoint,
                 v6only: None,
                 owner: OwnerFact::Unknown,
+                path_current: crate::condition::Truth::Yes,
+                trusted: true,
             })
             .collect();
         // A fixed xorshift: the same cases every run.
@@ -1541,7 +1609,7 @@ mod tests {
         let e = Condition::parse(text).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "line 2, column 12: unknown key 'PROT' (known keys: PROTO, PORT, ADDR, TRANSPORT, V6ONLY, PID, COMM)"
+            "line 2, column 12: unknown key 'PROT' (known keys: PROTO, PORT, ADDR, SOCKET_PATH, TRANSPORT, V6ONLY, PID, COMM)"
         );
         assert_eq!(e.render(text).lines().last().unwrap(), "             ^");
         let one_line = Condition::parse("socket PORT=x").unwrap_err();

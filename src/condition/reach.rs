@@ -24,8 +24,8 @@ use super::{Facts, Truth};
 
 /// The address a listener is bound to as clients see it: an IPv4-mapped
 /// IPv6 address is its IPv4 address.
-pub(super) fn bound(facts: &Facts<'_>) -> IpAddr {
-    match facts.endpoint.addr {
+pub(super) fn bound(ip: IpAddr) -> IpAddr {
+    match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
@@ -42,8 +42,8 @@ fn takes_ipv4(facts: &Facts<'_>) -> Truth {
 /// Whether a client addressing `ip` (an IPv4-mapped one already made IPv4)
 /// reaches the listener. An unspecified `ip` asks whether the listener
 /// reaches every address of that family.
-pub(super) fn reaches_addr(facts: &Facts<'_>, ip: IpAddr) -> Truth {
-    match (bound(facts), ip) {
+pub(super) fn reaches_addr(facts: &Facts<'_>, own: IpAddr, ip: IpAddr) -> Truth {
+    match (bound(own), ip) {
         (IpAddr::V4(own), IpAddr::V4(ip)) => Truth::from(own.is_unspecified() || own == ip),
         (IpAddr::V6(own), IpAddr::V6(ip)) => Truth::from(own.is_unspecified() || own == ip),
         (IpAddr::V6(own), IpAddr::V4(_)) if own.is_unspecified() => takes_ipv4(facts),
@@ -54,8 +54,8 @@ pub(super) fn reaches_addr(facts: &Facts<'_>, ip: IpAddr) -> Truth {
 /// Whether the listener reaches some address of `net` (a block inside
 /// `::ffff:0:0/96` already made IPv4; an IPv6 block stands for its IPv6
 /// addresses).
-pub(super) fn reaches_net(facts: &Facts<'_>, net: &IpNet) -> Truth {
-    match (bound(facts), net) {
+pub(super) fn reaches_net(facts: &Facts<'_>, own: IpAddr, net: &IpNet) -> Truth {
+    match (bound(own), net) {
         (IpAddr::V4(own), IpNet::V4(net)) => {
             Truth::from(own.is_unspecified() || net.contains(&own))
         }
@@ -70,7 +70,10 @@ pub(super) fn reaches_net(facts: &Facts<'_>, net: &IpNet) -> Truth {
 /// Whether the listener reaches some IPv4 address: what `PROTO=inet` asks
 /// of a listener in the IPv6 tables.
 pub(super) fn reaches_ipv4(facts: &Facts<'_>) -> Truth {
-    match bound(facts) {
+    let Some(own) = facts.endpoint.ip() else {
+        return Truth::No; // a unix endpoint
+    };
+    match bound(own) {
         IpAddr::V4(_) => Truth::Yes,
         IpAddr::V6(own) if own.is_unspecified() => takes_ipv4(facts),
         IpAddr::V6(_) => Truth::No,
@@ -108,19 +111,18 @@ mod tests {
     /// Whether a client addressing `value` (an address, or a block when it
     /// has a `/`) reaches a TCP listener on `listener`.
     fn reach(listener: &str, v6only: Option<bool>, value: &str) -> Truth {
-        let endpoint = Endpoint {
-            transport: Transport::Tcp,
-            addr: listener.parse().unwrap(),
-            port: 80,
-        };
+        let own: IpAddr = listener.parse().unwrap();
+        let endpoint = Endpoint::inet(Transport::Tcp, own, 80);
         let facts = Facts {
             endpoint: &endpoint,
             v6only,
             owner: OwnerFact::Absent,
+            path_current: Truth::Yes,
+            trusted: true,
         };
         match value.parse::<IpNet>() {
-            Ok(net) => reaches_net(&facts, &canonical_net(net)),
-            Err(_) => reaches_addr(&facts, canonical_addr(value.parse().unwrap())),
+            Ok(net) => reaches_net(&facts, own, &canonical_net(net)),
+            Err(_) => reaches_addr(&facts, own, canonical_addr(value.parse().unwrap())),
         }
     }
 

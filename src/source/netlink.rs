@@ -33,6 +33,7 @@ use netlink_packet_sock_diag::inet::{
 };
 use netlink_sys::{Socket as NlSocket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
+use super::unix_diag;
 use super::{Pushed, Source, SourceError};
 use crate::endpoint::{Endpoint, Family, Socket, SourceKind, Table, Transport};
 use crate::sys;
@@ -124,20 +125,35 @@ pub(crate) fn dump_request(table: Table, seq: u32) -> Vec<u8> {
 /// `NLMSG_ERROR` ENOENT. The cookie is `INET_DIAG_NOCOOKIE` (all ones):
 /// "whichever socket serves this endpoint", which also answers for a
 /// SO_REUSEPORT group whose members a cookie could not name.
-pub(crate) fn lookup_request(endpoint: &Endpoint, seq: u32) -> Vec<u8> {
-    let mut socket_id = empty_socket_id(endpoint.family());
-    socket_id.destination_address = endpoint.addr;
-    socket_id.destination_port = endpoint.port;
+pub(crate) fn lookup_request(table: Table, ip: IpAddr, port: u16, seq: u32) -> Vec<u8> {
+    let mut socket_id = empty_socket_id(table.family);
+    socket_id.destination_address = ip;
+    socket_id.destination_port = port;
     socket_id.cookie = [0xff; 8];
-    inet_request(endpoint.table(), socket_id, NLM_F_REQUEST, seq)
+    inet_request(table, socket_id, NLM_F_REQUEST, seq)
 }
 
 /// A socket id of `family` with every field zero: no filter.
 fn empty_socket_id(family: Family) -> SocketId {
     match family {
-        Family::Inet => SocketId::new_v4(),
         Family::Inet6 => SocketId::new_v6(),
+        // Unix tables never get here (see `unix_request`).
+        Family::Inet | Family::Unix => SocketId::new_v4(),
     }
+}
+
+/// The dump request for every unix listener: `nlmsghdr` (16 bytes) and
+/// `unix_diag_req` (24 bytes, see [`unix_diag::request_body`]).
+pub(crate) fn unix_request(seq: u32) -> Vec<u8> {
+    let body = unix_diag::request_body();
+    let mut msg = vec![0u8; NLMSG_HDRLEN + body.len()];
+    msg[NLMSG_HDRLEN..].copy_from_slice(&body);
+    let len = msg.len() as u32;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    msg[8..12].copy_from_slice(&seq.to_ne_bytes());
+    msg
 }
 
 /// `nlmsghdr` (16 bytes, `SOCK_DIAG_BY_FAMILY`, `flags`, `seq`; port id 0:
@@ -145,12 +161,12 @@ fn empty_socket_id(family: Family) -> SocketId {
 /// `table`'s listeners (TCP `LISTEN`, UDP `CLOSE`) matching `socket_id`.
 fn inet_request(table: Table, socket_id: SocketId, flags: u16, seq: u32) -> Vec<u8> {
     let family = match table.family {
-        Family::Inet => AF_INET,
         Family::Inet6 => AF_INET6,
+        Family::Inet | Family::Unix => AF_INET,
     };
     let (protocol, states) = match table.transport {
-        Transport::Tcp => (IPPROTO_TCP, StateFlags::LISTEN),
         Transport::Udp => (IPPROTO_UDP, StateFlags::CLOSE),
+        _ => (IPPROTO_TCP, StateFlags::LISTEN),
     };
     let body = InetRequest {
         family,
@@ -173,8 +189,8 @@ fn inet_request(table: Table, socket_id: SocketId, flags: u16, seq: u32) -> Vec<
 /// (bound, not connected).
 fn listening_state(transport: Transport) -> u8 {
     match transport {
-        Transport::Tcp => 10,
-        Transport::Udp => 7,
+        Transport::Udp | Transport::Dgram => 7,
+        Transport::Tcp | Transport::Stream | Transport::Seqpacket => 10,
     }
 }
 
@@ -203,8 +219,8 @@ fn walk_lookup_datagram(
             SOCK_DIAG_BY_FAMILY => match parse_diag(payload) {
                 Some(message) => {
                     return Ok(Some(
-                        message.addr == endpoint.addr
-                            && message.port == endpoint.port
+                        Some(message.addr) == endpoint.ip()
+                            && Some(message.port) == endpoint.port()
                             && message.state == listening_state(endpoint.transport),
                     ));
                 }
@@ -240,13 +256,15 @@ enum Ask {
     Table(Table),
     /// TCP listeners of both families (`TCPDIAG_GETSOCK`, `AF_UNSPEC`).
     TcpBothFamilies,
+    /// Every unix listener (`AF_UNIX`), the three unix tables at once.
+    Unix,
 }
 
 impl Ask {
     fn transport(self) -> Transport {
         match self {
             Ask::Table(table) => table.transport,
-            Ask::TcpBothFamilies => Transport::Tcp,
+            Ask::TcpBothFamilies | Ask::Unix => Transport::Tcp,
         }
     }
 
@@ -255,6 +273,7 @@ impl Ask {
         match self {
             Ask::Table(table) => table.family == family,
             Ask::TcpBothFamilies => true,
+            Ask::Unix => false,
         }
     }
 
@@ -262,6 +281,7 @@ impl Ask {
         match self {
             Ask::Table(table) => dump_request(table, seq),
             Ask::TcpBothFamilies => tcp_both_families_request(seq),
+            Ask::Unix => unix_request(seq),
         }
     }
 }
@@ -428,19 +448,22 @@ fn walk_dump_datagram(
                     "netlink overrun",
                 ));
             }
+            SOCK_DIAG_BY_FAMILY if ask == Ask::Unix => match unix_diag::parse(payload) {
+                Ok(Some(socket)) => out.push(socket),
+                Ok(None) => {}
+                Err(()) => *skipped += 1,
+            },
             SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => match parse_diag(payload) {
                 Some(message) if ask.wants(Family::of(&message.addr)) => {
                     out.push(Socket {
-                        endpoint: Endpoint {
-                            transport: ask.transport(),
-                            addr: message.addr,
-                            port: message.port,
-                        },
+                        endpoint: Endpoint::inet(ask.transport(), message.addr, message.port),
                         inode: message.inode,
-                        uid: message.uid,
+                        uid: Some(message.uid),
                         cookie: Some(message.cookie),
                         v6only: message.v6only,
                         source: SourceKind::Netlink,
+                        vfs: None,
+                        trusted: true,
                     });
                 }
                 _ => *skipped += 1,
@@ -552,6 +575,8 @@ impl Netlink {
                 (Transport::Udp, Family::Inet) => SKNLGRP_INET_UDP_DESTROY,
                 (Transport::Tcp, Family::Inet6) => SKNLGRP_INET6_TCP_DESTROY,
                 (Transport::Udp, Family::Inet6) => SKNLGRP_INET6_UDP_DESTROY,
+                // No destroy group exists for unix sockets.
+                _ => continue,
             };
             socket
                 .add_membership(group)
@@ -609,8 +634,14 @@ impl Netlink {
     /// Whether a socket listens on exactly `endpoint` now, asked of the
     /// kernel directly rather than read from a dump, which may skip rows.
     pub fn lookup(&mut self, endpoint: &Endpoint) -> io::Result<bool> {
+        let (Some(ip), Some(port)) = (endpoint.ip(), endpoint.port()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a unix endpoint has no lookup; dump again",
+            ));
+        };
         self.seq = self.seq.wrapping_add(1);
-        let request = lookup_request(endpoint, self.seq);
+        let request = lookup_request(endpoint.table(), ip, port, self.seq);
         self.dump.send_to(&request, &SocketAddr::new(0, 0), 0)?;
         loop {
             let from = self.recv()?;
@@ -631,6 +662,7 @@ impl Netlink {
         let what = || match ask {
             Ask::Table(table) => format!("sock_diag dump of {table}"),
             Ask::TcpBothFamilies => "sock_diag dump of tcp and tcp6".to_owned(),
+            Ask::Unix => "unix_diag dump".to_owned(),
         };
         let start = out.len();
         for _ in 0..DUMP_ATTEMPTS {
@@ -679,6 +711,32 @@ impl Source for Netlink {
                 }
             }
         }
+        let unix: Vec<Table> = rest
+            .iter()
+            .copied()
+            .filter(|t| t.family == Family::Unix)
+            .collect();
+        rest.retain(|t| t.family != Family::Unix);
+        if !unix.is_empty() {
+            // One walk for the three unix tables; those not asked for are
+            // dropped.
+            let start = out.len();
+            match self.dump_asking(Ask::Unix, out) {
+                Ok(()) => {
+                    let tail = out.split_off(start);
+                    out.extend(
+                        tail.into_iter()
+                            .filter(|s| unix.contains(&s.endpoint.table())),
+                    );
+                }
+                Err(e) => {
+                    for &table in &unix[1..] {
+                        failed.push((table, e.again()));
+                    }
+                    failed.push((unix[0], e));
+                }
+            }
+        }
         for table in rest {
             if let Err(e) = self.dump_asking(Ask::Table(table), out) {
                 failed.push((table, e));
@@ -691,9 +749,20 @@ impl Source for Netlink {
         absent: &[Endpoint],
         present: &mut Vec<Endpoint>,
     ) -> Result<(), SourceError> {
-        for endpoint in absent {
+        if absent.iter().any(|e| e.family() == Family::Unix) {
+            // No lookup by name exists: one more dump is the second look.
+            let mut found = Vec::new();
+            self.dump_asking(Ask::Unix, &mut found)?;
+            present.extend(
+                absent
+                    .iter()
+                    .filter(|e| found.iter().any(|s| s.endpoint == **e))
+                    .cloned(),
+            );
+        }
+        for endpoint in absent.iter().filter(|e| e.family() != Family::Unix) {
             match self.lookup(endpoint) {
-                Ok(true) => present.push(*endpoint),
+                Ok(true) => present.push(endpoint.clone()),
                 Ok(false) => {}
                 Err(e) => {
                     return Err(SourceError::classify(
@@ -873,7 +942,7 @@ mod tests {
         );
         assert!(done.unwrap(), "NLMSG_DONE ends it");
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].endpoint.port, 3000);
+        assert_eq!(out[0].endpoint.port(), Some(3000));
     }
 
     #[test]
@@ -890,7 +959,7 @@ mod tests {
             "PROTO=inet PORT=8080 ADDR=127.0.0.1 TRANSPORT=tcp"
         );
         assert_eq!(socket.inode, 6343);
-        assert_eq!(socket.uid, 0);
+        assert_eq!(socket.uid, Some(0));
         assert_eq!(socket.v6only, None);
         assert!(socket.cookie.is_some_and(|c| c != 0));
     }
@@ -1065,7 +1134,7 @@ pub mod fuzzing {
             .get(12..16)
             .map_or(0, |b| u32::from_ne_bytes(b.try_into().unwrap()));
         let asks = Table::ALL.map(Ask::Table);
-        for ask in asks.into_iter().chain([Ask::TcpBothFamilies]) {
+        for ask in asks.into_iter().chain([Ask::TcpBothFamilies, Ask::Unix]) {
             let (mut interrupted, mut skipped, mut out) = (false, 0, Vec::new());
             let _ = walk_dump_datagram(
                 data,

@@ -4,19 +4,34 @@
 //! less: no socket cookie (so closing is seen by polling, not pushed), no
 //! per-socket `IPV6_V6ONLY` (the watcher assumes `net.ipv6.bindv6only`), and
 //! no way to tell an auto-bound UDP client from a server.
+//!
+//! Unix sockets come from `/proc/net/unix`, which prints names raw: a name
+//! holding a newline forges rows (see `proc_fallback::unix`). A unix row is
+//! trusted only when its inode appears once in the file and a process we
+//! can see holds that socket; the others are listed, but satisfy no
+//! condition. Their files' identity is not printed either, so whether a
+//! path still leads to the socket is unknown here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use proc_fallback::unix::{UnixKind, UnixListener, UnixReader};
 use proc_fallback::{Error, Listener, Reader};
 
 use super::{Source, SourceError};
-use crate::endpoint::{Endpoint, Family, Socket, SourceKind, Table, Transport};
+use crate::endpoint::{Endpoint, Family, Socket, SourceKind, Table, Transport, UnixName};
 
-/// Reads `<root>/net/{tcp,tcp6,udp,udp6}`.
+/// Reads `<root>/net/{tcp,tcp6,udp,udp6,unix}`.
 pub struct Proc {
     reader: Reader,
+    unix: UnixReader,
+    unix_rows: Vec<UnixListener>,
+    /// Whether a visible process holds each unix socket inode seen, as
+    /// last checked: a socket's holders are looked up once.
+    held: HashMap<u64, bool>,
+    /// Where the processes are: `/proc` (also for `/proc/<pid>` roots).
+    processes: PathBuf,
     listeners: Vec<Listener>,
     skipped: u64,
     /// How many times [`Source::read`] has been called: the number of the
@@ -31,8 +46,18 @@ impl Proc {
     /// A source over `<root>/net`: `/proc` for our own network namespace,
     /// `/proc/<pid>` for another process's.
     pub fn new(root: &Path) -> Proc {
+        let processes = match root.file_name().and_then(|n| n.to_str()) {
+            Some(name) if name.parse::<u32>().is_ok() => {
+                root.parent().unwrap_or(root).to_path_buf()
+            }
+            _ => root.to_path_buf(),
+        };
         Proc {
             reader: Reader::new(root),
+            unix: UnixReader::new(root),
+            unix_rows: Vec::new(),
+            held: HashMap::new(),
+            processes,
             listeners: Vec::new(),
             reads: 0,
             suspects: HashMap::new(),
@@ -54,13 +79,15 @@ impl Proc {
     }
 }
 
-fn file_table(table: Table) -> proc_fallback::Table {
-    match (table.transport, table.family) {
+/// The file of an inet table; `None` for the unix tables.
+fn file_table(table: Table) -> Option<proc_fallback::Table> {
+    Some(match (table.transport, table.family) {
         (Transport::Tcp, Family::Inet) => proc_fallback::Table::Tcp,
         (Transport::Tcp, Family::Inet6) => proc_fallback::Table::Tcp6,
         (Transport::Udp, Family::Inet) => proc_fallback::Table::Udp,
         (Transport::Udp, Family::Inet6) => proc_fallback::Table::Udp6,
-    }
+        _ => return None,
+    })
 }
 
 impl Source for Proc {
@@ -75,7 +102,20 @@ impl Source for Proc {
         failed: &mut Vec<(Table, SourceError)>,
     ) {
         self.reads += 1;
-        for &table in tables {
+        let unix: Vec<Table> = tables
+            .iter()
+            .copied()
+            .filter(|t| t.family == Family::Unix)
+            .collect();
+        if !unix.is_empty() {
+            if let Err(e) = self.dump_unix(&unix, out) {
+                for &table in &unix[1..] {
+                    failed.push((table, e.again()));
+                }
+                failed.push((unix[0], e));
+            }
+        }
+        for &table in tables.iter().filter(|t| t.family != Family::Unix) {
             if let Err(e) = self.dump(table, out) {
                 failed.push((table, e));
             }
@@ -107,11 +147,15 @@ impl Source for Proc {
             }
             for &table in &tables {
                 seen.clear();
-                self.dump(table, &mut seen)?;
+                if table.family == Family::Unix {
+                    self.dump_unix(&[table], &mut seen)?;
+                } else {
+                    self.dump(table, &mut seen)?;
+                }
                 missing.retain(|e| {
                     let found = seen.iter().any(|s| s.endpoint == *e);
                     if found {
-                        present.push(*e);
+                        present.push(e.clone());
                     }
                     !found
                 });
@@ -123,7 +167,7 @@ impl Source for Proc {
             if missed_before {
                 self.suspects.remove(&endpoint);
             } else {
-                self.suspects.insert(endpoint, self.reads);
+                self.suspects.insert(endpoint.clone(), self.reads);
                 present.push(endpoint);
             }
         }
@@ -144,10 +188,70 @@ impl Source for Proc {
 const CONFIRM_READS: usize = 5;
 
 impl Proc {
+    /// Appends the listening sockets of the unix `tables` to `out`, each
+    /// trusted only when verified (see the module's doc).
+    fn dump_unix(&mut self, tables: &[Table], out: &mut Vec<Socket>) -> Result<(), SourceError> {
+        self.unix_rows.clear();
+        match self.unix.read(&mut self.unix_rows) {
+            Ok(skipped) => self.skipped += skipped as u64,
+            // A kernel without unix sockets has no file, and no sockets.
+            Err(Error::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(());
+            }
+            Err(e) => return Err(proc_error(e)),
+        }
+        let unchecked: HashSet<u64> = self
+            .unix_rows
+            .iter()
+            .filter(|row| row.rows_with_inode == 1 && !self.held.contains_key(&row.inode))
+            .map(|row| row.inode)
+            .collect();
+        if !unchecked.is_empty() {
+            let pids = crate::process::pids(&self.processes);
+            let scan = crate::process::owners(&self.processes, &pids, &unchecked);
+            for inode in unchecked {
+                self.held.insert(inode, scan.found.contains_key(&inode));
+            }
+        }
+        let rows = &self.unix_rows;
+        self.held
+            .retain(|inode, _| rows.iter().any(|r| r.inode == *inode));
+        for row in &self.unix_rows {
+            let transport = match row.kind {
+                UnixKind::Stream => Transport::Stream,
+                UnixKind::Seqpacket => Transport::Seqpacket,
+                UnixKind::Dgram => Transport::Dgram,
+            };
+            if !tables.contains(&Table::new(transport, Family::Unix)) {
+                continue;
+            }
+            let name = match row.name.strip_prefix(b"@") {
+                Some(rest) => UnixName::abstract_name(rest),
+                None => UnixName::path(&row.name),
+            };
+            let trusted =
+                row.rows_with_inode == 1 && self.held.get(&row.inode).copied().unwrap_or(false);
+            out.push(Socket {
+                endpoint: Endpoint::unix(transport, name),
+                inode: row.inode,
+                uid: None,
+                cookie: None,
+                v6only: None,
+                source: SourceKind::Proc,
+                vfs: None,
+                trusted,
+            });
+        }
+        Ok(())
+    }
+
     /// Appends the listening sockets of one table to `out`.
     fn dump(&mut self, table: Table, out: &mut Vec<Socket>) -> Result<(), SourceError> {
         self.listeners.clear();
-        match self.reader.read(file_table(table), &mut self.listeners) {
+        let Some(file) = file_table(table) else {
+            return self.dump_unix(&[table], out);
+        };
+        match self.reader.read(file, &mut self.listeners) {
             Ok(stats) => self.skipped += stats.skipped as u64,
             // A kernel without IPv6 has no tcp6/udp6 files, and no IPv6
             // sockets either.
@@ -156,58 +260,53 @@ impl Proc {
             {
                 return Ok(());
             }
-            Err(Error::Open { path, source }) => {
-                return Err(SourceError::Unavailable {
-                    what: format!("failed to open {}", path.display()),
-                    cause: source,
-                });
-            }
-            Err(Error::Read { path, source }) => {
-                return Err(SourceError::Transient {
-                    what: format!("failed to read {}", path.display()),
-                    cause: source,
-                });
-            }
-            // Never readable: a FIFO could block, a device never ends.
-            Err(Error::NotAFile { path, kind }) => {
-                return Err(SourceError::Unavailable {
-                    what: format!("refusing {}", path.display()),
-                    cause: io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("it is {kind}, not a regular file"),
-                    ),
-                });
-            }
-            // Not a table the kernel prints; it may be next time, as a
-            // file being replaced might.
-            Err(Error::TooLarge { path, limit }) => {
-                return Err(SourceError::Transient {
-                    what: format!("stopped reading {} after {limit} bytes", path.display()),
-                    cause: io::Error::new(
-                        io::ErrorKind::FileTooLarge,
-                        "no kernel socket table is that large",
-                    ),
-                });
-            }
-            Err(Error::Malformed { path, reason }) => {
-                return Err(SourceError::Transient {
-                    what: format!("{} is not a socket table", path.display()),
-                    cause: io::Error::new(io::ErrorKind::InvalidData, reason),
-                });
-            }
+            Err(e) => return Err(proc_error(e)),
         }
         out.extend(self.listeners.iter().map(|l| Socket {
-            endpoint: Endpoint {
-                transport: table.transport,
-                addr: l.addr,
-                port: l.port,
-            },
+            endpoint: Endpoint::inet(table.transport, l.addr, l.port),
             inode: l.inode,
-            uid: l.uid,
+            uid: Some(l.uid),
             cookie: None,
             v6only: None,
             source: SourceKind::Proc,
+            vfs: None,
+            trusted: true,
         }));
         Ok(())
+    }
+}
+
+/// What a failed read of a /proc table means for the source.
+fn proc_error(error: Error) -> SourceError {
+    match error {
+        Error::Open { path, source } => SourceError::Unavailable {
+            what: format!("failed to open {}", path.display()),
+            cause: source,
+        },
+        Error::Read { path, source } => SourceError::Transient {
+            what: format!("failed to read {}", path.display()),
+            cause: source,
+        },
+        // Never readable: a FIFO could block, a device never ends.
+        Error::NotAFile { path, kind } => SourceError::Unavailable {
+            what: format!("refusing {}", path.display()),
+            cause: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("it is {kind}, not a regular file"),
+            ),
+        },
+        // Not a table the kernel prints; it may be next time, as a file
+        // being replaced might.
+        Error::TooLarge { path, limit } => SourceError::Transient {
+            what: format!("stopped reading {} after {limit} bytes", path.display()),
+            cause: io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "no kernel socket table is that large",
+            ),
+        },
+        Error::Malformed { path, reason } => SourceError::Transient {
+            what: format!("{} is not a socket table", path.display()),
+            cause: io::Error::new(io::ErrorKind::InvalidData, reason),
+        },
     }
 }
