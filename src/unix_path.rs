@@ -11,6 +11,10 @@
 //! does not report the file — the answer is unknown, never yes.
 //!
 //! The path is looked up in sockwatch's own mount namespace.
+//!
+//! /proc/net/unix does not print the file's identity: there, a path that is
+//! a socket file counts as leading to the listener, so an unlinked path is
+//! seen but a path replaced by another socket file is not.
 
 use std::ffi::OsStr;
 use std::io;
@@ -40,9 +44,6 @@ fn check(path: &Path, files: impl Iterator<Item = Option<Vfs>>) -> Truth {
         return Truth::Unknown;
     }
     let files: Vec<Option<Vfs>> = files.collect();
-    if files.iter().any(Option::is_none) {
-        return Truth::Unknown;
-    }
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Truth::No,
@@ -51,6 +52,11 @@ fn check(path: &Path, files: impl Iterator<Item = Option<Vfs>>) -> Truth {
     };
     if !meta.file_type().is_socket() {
         return Truth::No;
+    }
+    if files.iter().any(Option::is_none) {
+        // A source that does not say which file (/proc): a socket file is
+        // all that can be checked.
+        return Truth::Yes;
     }
     let here = Vfs {
         major: dev_major(meta.dev()),
@@ -95,7 +101,8 @@ mod tests {
         );
         assert_eq!(
             check(Path::new("/nonexistent/x.sock"), [None].into_iter()),
-            Truth::Unknown
+            Truth::No,
+            "gone, whatever the source"
         );
         assert_eq!(
             check(Path::new("/nonexistent/x.sock"), [vfs].into_iter()),
@@ -106,5 +113,33 @@ mod tests {
             Truth::No,
             "not a socket"
         );
+    }
+
+    #[test]
+    fn a_path_leads_to_the_socket_whose_file_it_is() {
+        let dir = std::env::temp_dir().join(format!("unix-path-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let own = Vfs {
+            major: dev_major(meta.dev()),
+            minor: dev_minor(meta.dev()),
+            ino: meta.ino(),
+        };
+        let other = Vfs {
+            ino: own.ino + 1,
+            ..own
+        };
+        assert_eq!(check(&path, [Some(own)].into_iter()), Truth::Yes);
+        assert_eq!(check(&path, [Some(other)].into_iter()), Truth::No);
+        assert_eq!(
+            check(&path, [Some(other), Some(own)].into_iter()),
+            Truth::Yes,
+            "one of the endpoint's sockets"
+        );
+        assert_eq!(check(&path, [None].into_iter()), Truth::Yes, "/proc");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -27,6 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::condition::Truth;
 use crate::detect::{CHANGES_INTERVAL, Detect, Gate, NETLINK_SAFETY, PROC_SAFETY, Sockstat};
 use crate::endpoint::{Endpoint, Family, Socket, Table};
 use crate::event::{Event, EventKind};
@@ -293,6 +294,9 @@ impl Watcher {
             );
         }
         self.attach_owners(&mut events[first_new..]);
+        if self.verbose {
+            say_unchecked_paths(&events[first_new..]);
+        }
         if self.refresh_owners {
             self.refresh_owners();
         }
@@ -679,6 +683,25 @@ impl Watcher {
             {
                 return Ok(Stop::Done);
             }
+        }
+    }
+}
+
+/// Says, under `-v`, which new unix listeners' paths cannot be checked
+/// (a relative name, a directory we may not search): a `SOCKET_PATH`
+/// condition is neither true nor false on them.
+fn say_unchecked_paths(events: &[Event]) {
+    for event in events.iter().filter(|e| e.kind == EventKind::Socket) {
+        let Some(name) = event.endpoint.unix_name() else {
+            continue;
+        };
+        if crate::unix_path::leads_to(&event.endpoint, &event.listener) == Truth::Unknown {
+            eprintln!(
+                "sockwatch: cannot check that {} still leads to its listener (a relative \
+                 name, or a directory sockwatch may not search); SOCKET_PATH conditions on it \
+                 are unknown",
+                crate::quote::quote(name.text())
+            );
         }
     }
 }

@@ -17,5 +17,6 @@ mod proc_root;
 mod reach;
 mod run;
 mod ship;
+mod unix;
 mod wait;
 mod watch;

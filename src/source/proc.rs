@@ -9,8 +9,8 @@
 //! holding a newline forges rows (see `proc_fallback::unix`). A unix row is
 //! trusted only when its inode appears once in the file and a process we
 //! can see holds that socket; the others are listed, but satisfy no
-//! condition. Their files' identity is not printed either, so whether a
-//! path still leads to the socket is unknown here.
+//! condition. Their files' identity is not printed either, so a path that
+//! is a socket file is taken to lead to the listener (see `unix_path`).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
