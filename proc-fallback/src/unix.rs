@@ -63,28 +63,16 @@ fn parse_unix_line(line: &[u8]) -> Option<UnixLine> {
     }
     // Seven space-separated columns, then the name after one space.
     let mut rest = line;
-    let column = |rest: &mut &[u8]| -> Option<Vec<u8>> {
-        while rest.first() == Some(&b' ') {
-            *rest = &rest[1..];
-        }
-        let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
-        let word = rest[..end].to_vec();
-        *rest = &rest[end..];
-        (!word.is_empty()).then_some(word)
-    };
     let num = column(&mut rest)?;
     if num.last() != Some(&b':') {
         return None;
     }
     let _refcount = column(&mut rest)?;
     let _protocol = column(&mut rest)?;
-    let flags = hex(&column(&mut rest)?)?;
-    let kind = hex(&column(&mut rest)?)?;
-    let state = hex(&column(&mut rest)?)?;
-    let inode: u64 = std::str::from_utf8(&column(&mut rest)?)
-        .ok()?
-        .parse()
-        .ok()?;
+    let flags = hex(column(&mut rest)?)?;
+    let kind = hex(column(&mut rest)?)?;
+    let state = hex(column(&mut rest)?)?;
+    let inode: u64 = std::str::from_utf8(column(&mut rest)?).ok()?.parse().ok()?;
     let name = rest.strip_prefix(b" ").unwrap_or(rest);
     let kind = match kind {
         1 => UnixKind::Stream,
@@ -101,6 +89,15 @@ fn parse_unix_line(line: &[u8]) -> Option<UnixLine> {
         inode,
         listening.then(|| (kind, name.to_vec())),
     ))
+}
+
+/// The next space-separated word of `rest`, which moves past it.
+fn column<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let start = rest.iter().position(|&b| b != b' ')?;
+    let word = &rest[start..];
+    let end = word.iter().position(|&b| b == b' ').unwrap_or(word.len());
+    *rest = &word[end..];
+    Some(&word[..end])
 }
 
 fn hex(word: &[u8]) -> Option<u32> {
