@@ -11,6 +11,9 @@
 //!   socket of this network namespace. It carries the socket's cookie (inode
 //!   and uid are 0), which we match against the listeners we know.
 //!
+//! Unix sockets are dumped by the same socket and loop, one request for the
+//! three unix tables (see `unix_diag.rs`); no destroy group exists for them.
+//!
 //! The dump loop follows iproute2's `rtnl_dump_filter_l` rather than the
 //! crate's example: a 32 KiB buffer, every message of a datagram walked by its
 //! aligned length, sequence number and port id checked, `NLMSG_ERROR` an
@@ -261,6 +264,7 @@ enum Ask {
 }
 
 impl Ask {
+    /// The transport of inet replies (unix replies carry their own type).
     fn transport(self) -> Transport {
         match self {
             Ask::Table(table) => table.transport,
@@ -994,6 +998,59 @@ mod tests {
     }
 
     #[test]
+    fn captured_unix_dump() {
+        let bytes = include_bytes!("testdata/dump-unix-listeners.bin");
+        let (mut interrupted, mut skipped, mut out) = (false, 0, Vec::new());
+        let done = walk_dump_datagram(
+            bytes,
+            SEQ,
+            PORT,
+            Ask::Unix,
+            &mut interrupted,
+            &mut skipped,
+            &mut out,
+        );
+        assert!(done.unwrap(), "NLMSG_DONE ends the capture");
+        assert_eq!(skipped, 0);
+        let listed: Vec<(String, u64)> = out
+            .iter()
+            .map(|s| (s.endpoint.to_string(), s.inode))
+            .collect();
+        let mut listed = listed;
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                (
+                    "PROTO=unix SOCKET_PATH=/tmp/cap/app.sock TRANSPORT=stream".to_owned(),
+                    194895296
+                ),
+                (
+                    "PROTO=unix SOCKET_PATH=/tmp/cap/log TRANSPORT=dgram".to_owned(),
+                    194895298
+                ),
+                (
+                    "PROTO=unix SOCKET_PATH=@sw-seq TRANSPORT=seqpacket".to_owned(),
+                    194895297
+                ),
+            ],
+            "the bound-only stream socket is no listener"
+        );
+        let app = out.iter().find(|s| s.inode == 194895296).unwrap();
+        assert_eq!(
+            app.vfs,
+            Some(crate::endpoint::Vfs {
+                major: 254,
+                minor: 0,
+                ino: 10043479
+            })
+        );
+        assert_eq!(app.uid, Some(0));
+        let seq = out.iter().find(|s| s.inode == 194895297).unwrap();
+        assert_eq!(seq.vfs, None, "an abstract name has no file");
+    }
+
+    #[test]
     fn replies_to_other_requests_are_ignored() {
         let bytes = include_bytes!("testdata/dump-tcp4-loopback-8080.bin");
         let (mut interrupted, mut skipped, mut out) = (false, 0, Vec::new());
@@ -1081,10 +1138,11 @@ mod tests {
     /// captured replies (flipped bytes, lengths, cut ends) must never panic.
     #[test]
     fn mutated_replies_never_panic() {
-        let seeds: [&[u8]; 3] = [
+        let seeds: [&[u8]; 4] = [
             include_bytes!("testdata/dump-tcp4-loopback-8080.bin"),
             include_bytes!("testdata/dump-tcp6-dual-stack-3000.bin"),
             include_bytes!("testdata/dump-udp6-v6only-5353.bin"),
+            include_bytes!("testdata/dump-unix-listeners.bin"),
         ];
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
