@@ -29,7 +29,10 @@ const DESCRIPTION: &[&str] = &[
      are found by polling every --interval.",
     "A listening endpoint is a TCP socket in LISTEN or a bound, unconnected UDP socket, \
      identified by transport, family, address and port; several sockets on one endpoint \
-     (SO_REUSEPORT workers) are one endpoint.",
+     (SO_REUSEPORT workers) are one endpoint. Unix-domain sockets too: stream and \
+     seqpacket sockets in LISTEN and bound dgram sockets, identified by transport and name \
+     (`socket PROTO=unix SOCKET_PATH=/run/cups/cups.sock TRANSPORT=stream`, abstract names \
+     as `@name`).",
 ];
 
 /// The condition grammar: the README's "Conditions" in short. The keys
@@ -66,6 +69,12 @@ fn conditions() -> Vec<String> {
          `PROTO=inet`. An IPv4-mapped listener or value is the IPv4 one. A block holds when \
          the listener reaches some address in it. Globs take no part in reachability: \
          `ADDR=127.*` does not match a `0.0.0.0` listener."
+            .to_owned(),
+        "Unix sockets: `SOCKET_PATH` is a glob over the name as bound, and holds only while \
+         the path still leads to the listening socket (not after its file was unlinked or \
+         replaced). `PROTO=unix` with `PORT` or `ADDR` is an error. Through /proc, whose \
+         /proc/net/unix can be forged by a name holding a newline, a unix listener satisfies \
+         a condition only when a visible process holds its socket."
             .to_owned(),
         "`KEY!=VALUE` is exactly the negation of `KEY=VALUE` where the key is present; where \
          it is absent (`V6ONLY` of an IPv4 socket) both are false. A fact sockwatch cannot \
@@ -115,6 +124,10 @@ pub const EXAMPLES: &[Example] = &[
                environment.",
         command: "sockwatch watch --no-initial socket TRANSPORT=tcp --exec sh -c \\\n    \
                   'logger -t sockwatch \"$EVENT $TRANSPORT $ADDR port $PORT\"'",
+    },
+    Example {
+        what: "Wait for PHP-FPM's socket.",
+        command: "sockwatch wait --timeout 30s socket PROTO=unix SOCKET_PATH=/run/php/php-fpm.sock",
     },
     Example {
         what: "Run cupsd under systemd (Type=notify) and send READY=1 once it listens on \
