@@ -687,10 +687,22 @@ impl Watcher {
     }
 }
 
-/// Says, under `-v`, which new unix listeners' paths cannot be checked
-/// (a relative name, a directory we may not search): a `SOCKET_PATH`
-/// condition is neither true nor false on them.
+/// Says, under `-v`, how many new unix listeners could not be verified
+/// (/proc), and which ones' paths cannot be checked (a relative name, a
+/// directory we may not search): a condition is neither true nor false on
+/// them.
 fn say_unchecked_paths(events: &[Event]) {
+    let unverified = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Socket && !e.listener.trusted())
+        .count();
+    if unverified > 0 {
+        eprintln!(
+            "sockwatch: {unverified} unix listener(s) read from /proc/net/unix could not be \
+             verified (no process sockwatch can see holds the socket, or its row is repeated: \
+             names are printed raw there, so rows can be forged); they satisfy no condition"
+        );
+    }
     for event in events.iter().filter(|e| e.kind == EventKind::Socket) {
         let Some(name) = event.endpoint.unix_name() else {
             continue;

@@ -178,8 +178,15 @@ fn a_forged_proc_row_never_satisfies_a_condition(source: &str) {
     let condition = format!("socket SOCKET_PATH={d}/forged.sock");
     let out = run(source, &["wait", "--timeout", "500ms", &condition]);
     assert_eq!(out.code(), 124, "{out}");
-    let out = run(source, &["list", &condition]);
+    let out = run(source, &["-v", "list", &condition]);
     assert_lines(&out.lines(), &[]);
+    if source == "proc" {
+        assert!(
+            out.stderr
+                .contains("read from /proc/net/unix could not be verified"),
+            "{out}"
+        );
+    }
     // Paths only: the forgers' abstract names do end in forged.sock.
     let any = "socket SOCKET_PATH=/*/forged.sock";
     let out = run(source, &["wait", "--timeout", "300ms", any]);
