@@ -13,7 +13,7 @@
 //!   closes with its last (SO_REUSEPORT workers share one endpoint).
 //!
 //! The event loop is mio: a poll timer, the sources' pushed descriptors and
-//! SIGINT/SIGTERM through signal-hook-mio. No async runtime.
+//! SIGINT/SIGTERM through [`StopSignals`]. No async runtime.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -24,8 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
 
 use crate::endpoint::{Endpoint, Socket, Table};
 use crate::event::{Event, EventKind};
@@ -34,6 +32,7 @@ pub use crate::snapshot::{Listener, Snapshot};
 use crate::source::Pushed;
 pub use crate::source::sources::{NETLINK_INTERVAL, PROC_INTERVAL, SourceChoice};
 use crate::source::sources::{Plan, Sources};
+use crate::stop::StopSignals;
 
 /// How to build a [`Watcher`].
 #[derive(Debug, Clone)]
@@ -445,14 +444,31 @@ impl Watcher {
         interval: Duration,
         deadline: Option<Instant>,
         output: Option<BorrowedFd<'_>>,
+        on_change: impl FnMut(&[Event], &Snapshot) -> anyhow::Result<ControlFlow<()>>,
+    ) -> anyhow::Result<Stop> {
+        let stop = StopSignals::catch().context("failed to handle signals")?;
+        self.run_until_stopped(&stop, interval, deadline, output, on_change)
+    }
+
+    /// [`Watcher::run`], with SIGINT and SIGTERM caught by the caller (who
+    /// may have other waits that must yield to them, and catches them before
+    /// anything else so that none is missed).
+    pub fn run_until_stopped(
+        &mut self,
+        stop: &StopSignals,
+        interval: Duration,
+        deadline: Option<Instant>,
+        output: Option<BorrowedFd<'_>>,
         mut on_change: impl FnMut(&[Event], &Snapshot) -> anyhow::Result<ControlFlow<()>>,
     ) -> anyhow::Result<Stop> {
         /// The output descriptor's token: above every source's.
         const OUTPUT: Token = Token(usize::MAX);
         let mut poll = Poll::new().context("failed to create the event loop")?;
-        let mut signals = Signals::new([SIGINT, SIGTERM]).context("failed to handle signals")?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        poll.registry().register(
+            &mut SourceFd(&stop.fd().as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
         if let Some(output) = output {
             // A pipe's write end never signals PRIORITY, but epoll always
             // reports EPOLLERR (its reader closed) and EPOLLHUP: so only those
@@ -498,6 +514,12 @@ impl Watcher {
         let mut next_poll = Instant::now().checked_add(interval);
         let mut ready = Events::with_capacity(16);
         loop {
+            // Also seen here, not only as the descriptor's readiness: a wait
+            // outside this loop (for room in a full stdout) may have taken
+            // the edge.
+            if let Some(signal) = stop.received() {
+                return Ok(Stop::Signal(signal));
+            }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(Stop::TimedOut);
@@ -514,7 +536,7 @@ impl Watcher {
             for event in ready.iter() {
                 match event.token() {
                     SIGNALS => {
-                        if let Some(signal) = signals.pending().next() {
+                        if let Some(signal) = stop.received() {
                             return Ok(Stop::Signal(signal));
                         }
                     }
