@@ -150,8 +150,9 @@ struct WatchArgs {
     no_initial: bool,
 
     /// Run PROGRAM [ARGS...] for each event, with the event's fields in its
-    /// environment (EVENT, PROTO, PORT, ADDR, TRANSPORT, ...). Takes the
-    /// rest of the command line: put the condition before it.
+    /// environment (EVENT, PROTO, PORT, ADDR, TRANSPORT, ...) and its
+    /// output on stderr. Takes the rest of the command line: put the
+    /// condition before it.
     #[arg(long, value_name = "PROGRAM", num_args = 1.., allow_hyphen_values = true)]
     exec: Vec<std::ffi::OsString>,
 
@@ -414,7 +415,13 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
         .context("failed to use stdout")?;
     let mut output =
         Output::start(out, stop.fd(), QUEUE_BYTES).context("failed to start the output thread")?;
-    let mut hooks = (!watch.exec.is_empty()).then(|| Hooks::start(watch.exec.clone(), hook::QUEUE));
+    let mut hooks = if watch.exec.is_empty() {
+        None
+    } else {
+        let hooks = Hooks::start(watch.exec.clone(), hook::QUEUE)
+            .context("failed to start the hook thread")?;
+        Some(hooks)
+    };
     let mut initial = true;
     // A reader that goes away ends the stream at once, not at the next
     // event's write, which may be far off on a quiet system.
@@ -446,12 +453,12 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
             Ok(ControlFlow::Continue(()))
         },
     );
-    // Lines a stop finds queued get a moment to reach a reader that keeps
-    // up; the rest are dropped.
+    // However the watch ended (a stop, a closed stdout, an error), the
+    // running hook is stopped, not waited for, and lines a stop finds
+    // queued get a moment to reach a reader that keeps up; the rest are
+    // dropped. Within a second in all.
+    drop(hooks);
     output.finish(OUTPUT_GRACE);
-    if let Some(hooks) = hooks {
-        hooks.finish();
-    }
     ended?;
     // A signal, a closed stdout or the end of input: all are a normal end.
     Ok(ExitCode::from(exit::SUCCESS))

@@ -1,6 +1,8 @@
 //! A stop (SIGTERM or SIGINT) ends `watch` within a second, with 0, whatever
-//! it is doing: writing to a stdout that nobody reads, for one.
+//! it is doing: writing to a stdout that nobody reads, or waiting for a hook
+//! that never ends.
 
+use std::fs;
 use std::os::fd::AsRawFd;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -73,4 +75,88 @@ fn a_stop_ends_a_watch_whose_stdout_nobody_reads() {
             "signal {signal}: ended {took:?} after the stop"
         );
     }
+}
+
+/// Whether process `pid` is gone: absent, or a zombie whose parent died
+/// (left for init to reap).
+fn gone(pid: &str) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    match stat.rsplit_once(") ") {
+        None => true,
+        Some((_, rest)) => rest.starts_with('Z'),
+    }
+}
+
+/// Waits for `marker` to hold a whole line (the pids a hook wrote).
+fn pids_in(marker: &std::path::Path) -> Vec<String> {
+    let until = Instant::now() + PROMPTLY;
+    loop {
+        let text = fs::read_to_string(marker).unwrap_or_default();
+        if text.ends_with('\n') {
+            return text.split_whitespace().map(str::to_owned).collect();
+        }
+        assert!(Instant::now() < until, "the hook never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `watch --exec sleep 1000`: a stop ends sockwatch within a second, and the
+/// hook with it (SIGTERM, then SIGKILL for one that ignores SIGTERM), with
+/// whatever the hook started; hooks still waiting are dropped, and stderr
+/// says so.
+#[test]
+fn a_stop_ends_a_watch_behind_a_hook_that_never_exits() {
+    let _ns = Netns::enter();
+    let marker = std::env::temp_dir().join(format!("sockwatch-hook-stop-{}", std::process::id()));
+    let cases = [
+        // The hook is the sleep itself.
+        (libc::SIGTERM, r#"echo $$ > "$0"; exec sleep 1000"#),
+        // A shell that ignores SIGTERM, as its child does: only SIGKILL,
+        // sent to the hook's process group, ends both.
+        (
+            libc::SIGINT,
+            r#"trap '' TERM; sleep 1000 & echo $$ $! > "$0"; wait"#,
+        ),
+    ];
+    for (signal, script) in cases {
+        let _ = fs::remove_file(&marker);
+        let mut watch = Running::start_watching(
+            "netlink",
+            &[
+                "watch",
+                "--no-initial",
+                "--interval",
+                "20ms",
+                "--exec",
+                "sh",
+                "-c",
+                script,
+                marker.to_str().unwrap(),
+            ],
+        );
+        // Three events: one hook runs (forever), two wait behind it.
+        let _listeners: Vec<_> = (8080..8083)
+            .map(|port| tcp(&format!("127.0.0.1:{port}")))
+            .collect();
+        watch.lines(3);
+        let pids = pids_in(&marker);
+        let started = Instant::now();
+        let status = watch.signal(signal);
+        let took = started.elapsed();
+        assert_eq!(status.code(), Some(0), "after signal {signal}: {status}");
+        assert!(took < STOP_WITHIN, "signal {signal}: ended after {took:?}");
+        for pid in &pids {
+            assert!(
+                gone(pid),
+                "signal {signal}: hook process {pid} outlived sockwatch"
+            );
+        }
+        let said = watch.stderr_until("sockwatch: stopping");
+        assert!(
+            said.contains("sent SIGTERM to hook sh")
+                && said.contains("2 waiting hook run(s) dropped"),
+            "{said}"
+        );
+    }
+    let _ = fs::remove_file(&marker);
 }
