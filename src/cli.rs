@@ -24,7 +24,9 @@ use crate::event::{Event, Format};
 use crate::exit;
 use crate::hook::{self, Hooks};
 use crate::notify::Notify;
+use crate::output::{Output, QUEUE_BYTES, Sent};
 use crate::run::{Outcome, RunOptions};
+use crate::stop::StopSignals;
 use crate::watcher::{self, Options, SourceChoice, Stop, Watcher};
 
 /// Know from the kernel when a service is listening, without poking it.
@@ -156,8 +158,9 @@ struct WatchArgs {
     no_initial: bool,
 
     /// Run PROGRAM [ARGS...] for each event, with the event's fields in its
-    /// environment (EVENT, PROTO, PORT, ADDR, TRANSPORT, ...). Takes the
-    /// rest of the command line: put the condition before it.
+    /// environment (EVENT, PROTO, PORT, ADDR, TRANSPORT, ...) and its
+    /// output on stderr. Takes the rest of the command line: put the
+    /// condition before it.
     #[arg(long, value_name = "PROGRAM", num_args = 1.., allow_hyphen_values = true)]
     exec: Vec<std::ffi::OsString>,
 
@@ -359,6 +362,9 @@ fn format(json: bool) -> Format {
     if json { Format::Json } else { Format::Text }
 }
 
+/// How long lines still queued when a watch ends may take to be written.
+const OUTPUT_GRACE: Duration = Duration::from_millis(100);
+
 /// Ends quietly on a closed stdout: the reader has all it wanted.
 fn quiet_on_broken_pipe(result: io::Result<()>) -> anyhow::Result<ControlFlow<()>> {
     match result {
@@ -401,6 +407,9 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
         find_program(program, std::env::var_os("PATH").as_deref())
             .map_err(|e| UsageError(format!("--exec: {e}")))?;
     }
+    // Caught before anything else, so that no stop is missed: every wait of
+    // the watch (the kernel, room in stdout) yields to it.
+    let stop = StopSignals::catch().context("failed to handle signals")?;
     let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, watch.processes))?;
     let interval = check_interval(
         watch
@@ -409,33 +418,57 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
     )?;
     let format = format(watch.json);
     let stdout = io::stdout();
-    let mut out = stdout.lock();
-    let mut hooks = (!watch.exec.is_empty()).then(|| Hooks::start(watch.exec.clone(), hook::QUEUE));
+    let out = stdout
+        .as_fd()
+        .try_clone_to_owned()
+        .context("failed to use stdout")?;
+    let mut output =
+        Output::start(out, stop.fd(), QUEUE_BYTES).context("failed to start the output thread")?;
+    let mut hooks = if watch.exec.is_empty() {
+        None
+    } else {
+        let hooks = Hooks::start(watch.exec.clone(), hook::QUEUE)
+            .context("failed to start the hook thread")?;
+        Some(hooks)
+    };
     let mut initial = true;
     // A reader that goes away ends the stream at once, not at the next
     // event's write, which may be far off on a quiet system.
-    watcher.run(interval, None, Some(stdout.as_fd()), |events, snapshot| {
-        let skip = initial && watch.no_initial;
-        initial = false;
-        if skip {
-            return Ok(ControlFlow::Continue(()));
-        }
-        for event in events {
-            if !selected(condition.as_ref(), event, snapshot) {
-                continue;
+    let ended = watcher.run_until_stopped(
+        &stop,
+        interval,
+        None,
+        Some(stdout.as_fd()),
+        |events, snapshot| {
+            let skip = initial && watch.no_initial;
+            initial = false;
+            if skip {
+                return Ok(ControlFlow::Continue(()));
             }
-            if let Some(hooks) = &mut hooks {
-                hooks.submit(event);
+            for event in events {
+                if !selected(condition.as_ref(), event, snapshot) {
+                    continue;
+                }
+                if let Some(hooks) = &mut hooks {
+                    hooks.submit(event);
+                }
+                let mut line = Vec::new();
+                event.write(format, &mut line)?;
+                match output.send(line).context("failed to write to stdout")? {
+                    Sent::Queued => {}
+                    Sent::ReaderGone | Sent::Stopped => return Ok(ControlFlow::Break(())),
+                }
             }
-            if quiet_on_broken_pipe(event.write(format, &mut out))?.is_break() {
-                return Ok(ControlFlow::Break(()));
-            }
-        }
-        Ok(ControlFlow::Continue(()))
-    })?;
-    if let Some(hooks) = hooks {
-        hooks.finish();
-    }
+            Ok(ControlFlow::Continue(()))
+        },
+    );
+    // However the watch ended (a stop, a closed stdout, an error), the
+    // running hook is stopped, not waited for, and lines a stop finds
+    // queued get a moment to reach a reader that keeps up; the rest are
+    // dropped. Within a second in all.
+    drop(hooks);
+    output.finish(OUTPUT_GRACE);
+    ended?;
     // A signal, a closed stdout or the end of input: all are a normal end.
     Ok(ExitCode::from(exit::SUCCESS))
 }

@@ -50,7 +50,10 @@ pub const NETLINK_SAFETY: Duration = Duration::from_secs(2);
 /// The safety net through /proc, whose reads cost milliseconds.
 pub const PROC_SAFETY: Duration = Duration::from_secs(10);
 /// The share of one CPU that reads of the tables may take, on average.
-pub const READ_BUDGET: f64 = 0.03;
+pub const READ_BUDGET: f64 = 0.05;
+/// The longest a read waits for the pace: past it, a new listener would be
+/// seen too late to be worth the CPU saved.
+pub const MAX_PACE: Duration = Duration::from_secs(1);
 
 /// The counters that move when a listener appears: `TCP`, `UDP`, `TCP6`,
 /// `UDP6` `inuse`.
@@ -210,7 +213,7 @@ impl Gate {
     /// long enough to keep reads within [`READ_BUDGET`] of a CPU.
     pub fn note_read(&mut self, now: Instant, cost: Duration) {
         self.last_full = now;
-        let gap = cost.mul_f64(1.0 / READ_BUDGET);
+        let gap = cost.mul_f64(1.0 / READ_BUDGET).min(MAX_PACE);
         self.not_before = now + gap;
     }
 }
@@ -284,14 +287,20 @@ mod tests {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(10), start, None);
         gate.check(start, counters(1));
-        // A /proc read of 10 ms may run at most every 333 ms at 3 %.
+        // A /proc read of 10 ms may run at most every 200 ms at 5 %.
         gate.note_read(start, 10 * MS);
         assert_eq!(gate.check(start + 15 * MS, counters(2)), None, "paced");
         assert_eq!(gate.check(start + 30 * MS, counters(2)), None);
         assert_eq!(
-            gate.check(start + 334 * MS, counters(2)),
+            gate.check(start + 200 * MS, counters(2)),
             Some(Reason::Moved),
             "the move seen while paced is read once the pace allows"
+        );
+        // However costly a read, the next comes within a second.
+        gate.note_read(start + 200 * MS, 500 * MS);
+        assert_eq!(
+            gate.check(start + 1200 * MS, counters(3)),
+            Some(Reason::Moved)
         );
     }
 

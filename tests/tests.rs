@@ -17,5 +17,6 @@ mod proc_root;
 mod reach;
 mod run;
 mod ship;
+mod stop;
 mod wait;
 mod watch;
