@@ -16,8 +16,9 @@
 //!   seconds is the safety net, and a pushed close of a known listener
 //!   makes the next tick read (a restart is then seen within one interval).
 //! - **Churn**: in a busy namespace the counters move every tick. Reads are
-//!   paced by their measured cost, so that they never take more than
-//!   [`READ_BUDGET`] of a CPU however short the interval.
+//!   paced by their measured CPU time, so that they never take more than
+//!   [`READ_BUDGET`] of a CPU however short the interval, yet never wait
+//!   longer than [`MAX_PACE`].
 //!
 //! [`Gate`] holds the decision and is tested with scripted counters and
 //! costs; [`Sockstat`] reads the counters.
