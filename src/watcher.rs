@@ -421,6 +421,12 @@ impl Watcher {
         self.sources.describe_routes()
     }
 
+    /// The counts of table reads, kept current as the watcher reads on,
+    /// for another thread to report (see [`Sources::reads`]).
+    pub fn reads(&self) -> std::sync::Arc<crate::source::reads::Reads> {
+        self.sources.reads()
+    }
+
     fn report_skipped(&mut self) {
         let skipped = self.sources.skipped();
         if skipped > self.skipped_reported {
