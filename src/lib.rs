@@ -13,6 +13,7 @@ pub mod descendants;
 pub mod endpoint;
 pub mod event;
 pub mod exit;
+pub mod export;
 pub mod field;
 pub mod hook;
 pub mod manual;
