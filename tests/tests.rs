@@ -7,6 +7,7 @@ mod support;
 mod churn;
 mod cli;
 mod conditions;
+mod export;
 mod fallback;
 mod hooks;
 mod list;
