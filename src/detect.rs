@@ -210,9 +210,15 @@ impl Gate {
         self.pending.get_or_insert(Reason::Closed);
     }
 
-    /// Records a read that took `cost`, started at `now`: the next one waits
-    /// long enough to keep reads within [`READ_BUDGET`] of a CPU.
-    pub fn note_read(&mut self, now: Instant, cost: Duration) {
+    /// Records a read that took `cost`, started at `now`, with the counters
+    /// sampled just before it (what it accounts for: a counter that moves
+    /// later is news, even if it moves back to what an older check saw).
+    /// The next read waits long enough to keep reads within
+    /// [`READ_BUDGET`] of a CPU.
+    pub fn note_read(&mut self, now: Instant, cost: Duration, before: Option<Counters>) {
+        if before.is_some() {
+            self.last = before;
+        }
         self.last_full = now;
         let gap = cost.mul_f64(1.0 / READ_BUDGET).min(MAX_PACE);
         self.not_before = now + gap;
@@ -234,7 +240,7 @@ mod tests {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(2), start, None);
         assert_eq!(gate.check(start, counters(1)), Some(Reason::Moved), "first");
-        gate.note_read(start, 100 * Duration::from_micros(1));
+        gate.note_read(start, 100 * Duration::from_micros(1), None);
         for tick in 1..100 {
             assert_eq!(gate.check(start + tick * 15 * MS, counters(1)), None);
         }
@@ -248,10 +254,24 @@ mod tests {
     fn the_baseline_is_not_news() {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(2), start, counters(1));
-        gate.note_read(start, MS);
+        gate.note_read(start, MS, None);
         assert_eq!(gate.check(start + 15 * MS, counters(1)), None);
         assert_eq!(
             gate.check(start + 40 * MS, counters(2)),
+            Some(Reason::Moved)
+        );
+    }
+
+    #[test]
+    fn a_change_between_the_baseline_and_the_read_is_accounted_for() {
+        // A listener opened after the gate's first look but before the
+        // first read: the read saw it, so its close (back to the first
+        // look's counters) is news.
+        let start = Instant::now();
+        let mut gate = Gate::new(Duration::from_secs(10), start, counters(0));
+        gate.note_read(start, MS / 10, counters(1));
+        assert_eq!(
+            gate.check(start + 15 * MS, counters(0)),
             Some(Reason::Moved)
         );
     }
@@ -261,7 +281,7 @@ mod tests {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(2), start, None);
         gate.check(start, counters(1));
-        gate.note_read(start, MS);
+        gate.note_read(start, MS, None);
         assert_eq!(gate.check(start + 1999 * MS, counters(1)), None);
         assert_eq!(
             gate.check(start + 2000 * MS, counters(1)),
@@ -274,7 +294,7 @@ mod tests {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(2), start, None);
         gate.check(start, counters(1));
-        gate.note_read(start, MS / 10);
+        gate.note_read(start, MS / 10, None);
         gate.force();
         assert_eq!(
             gate.check(start + 15 * MS, counters(1)),
@@ -289,7 +309,7 @@ mod tests {
         let mut gate = Gate::new(Duration::from_secs(10), start, None);
         gate.check(start, counters(1));
         // A /proc read of 10 ms may run at most every 200 ms at 5 %.
-        gate.note_read(start, 10 * MS);
+        gate.note_read(start, 10 * MS, None);
         assert_eq!(gate.check(start + 15 * MS, counters(2)), None, "paced");
         assert_eq!(gate.check(start + 30 * MS, counters(2)), None);
         assert_eq!(
@@ -298,7 +318,7 @@ mod tests {
             "the move seen while paced is read once the pace allows"
         );
         // However costly a read, the next comes within a second.
-        gate.note_read(start + 200 * MS, 500 * MS);
+        gate.note_read(start + 200 * MS, 500 * MS, None);
         assert_eq!(
             gate.check(start + 1200 * MS, counters(3)),
             Some(Reason::Moved)
@@ -310,7 +330,7 @@ mod tests {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(2), start, None);
         gate.check(start, counters(1));
-        gate.note_read(start, MS / 10);
+        gate.note_read(start, MS / 10, None);
         assert_eq!(gate.check(start + 15 * MS, None), Some(Reason::Blind));
     }
 

@@ -14,6 +14,7 @@ pub mod detect;
 pub mod endpoint;
 pub mod event;
 pub mod exit;
+pub mod export;
 pub mod field;
 pub mod hook;
 pub mod manual;

@@ -17,6 +17,7 @@
 
 pub mod netlink;
 pub mod proc;
+pub mod reads;
 pub mod sources;
 
 use std::io;

@@ -215,6 +215,14 @@ impl Watcher {
         }
     }
 
+    /// How new listeners are noticed, as `--detect` names it.
+    pub fn detect_name(&self) -> &'static str {
+        match self.detection {
+            Detection::Poll => "poll",
+            Detection::Changes { .. } => "changes",
+        }
+    }
+
     /// How new listeners are noticed, for `-v`.
     pub fn describe_detection(&self) -> String {
         match &self.detection {
@@ -267,6 +275,11 @@ impl Watcher {
         let now = SystemTime::now();
         let started = Instant::now();
         let cpu_before = crate::sys::thread_cpu_time();
+        // What this read accounts for: the counters as they are before it.
+        let counters_before = match &mut self.detection {
+            Detection::Changes { sockstat, .. } => sockstat.read().ok(),
+            Detection::Poll => None,
+        };
         self.reads += 1;
         self.scratch.clear();
         let read = self.sources.read(&mut self.scratch)?;
@@ -295,7 +308,11 @@ impl Watcher {
         if let Detection::Changes { gate, .. } = &mut self.detection {
             // The cost in CPU time, not wall time: on a loaded machine a
             // read takes longer without costing more.
-            gate.note_read(started, crate::sys::thread_cpu_time() - cpu_before);
+            gate.note_read(
+                started,
+                crate::sys::thread_cpu_time() - cpu_before,
+                counters_before,
+            );
             if self.sources.unsettled() {
                 // An absence waits for the next read to confirm it.
                 gate.force();
@@ -521,6 +538,12 @@ impl Watcher {
     /// Which source serves which table: `tcp, tcp6 via netlink; udp via proc`.
     pub fn describe_routes(&self) -> String {
         self.sources.describe_routes()
+    }
+
+    /// The counts of table reads, kept current as the watcher reads on,
+    /// for another thread to report (see [`Sources::reads`]).
+    pub fn reads(&self) -> std::sync::Arc<crate::source::reads::Reads> {
+        self.sources.reads()
     }
 
     fn report_skipped(&mut self) {

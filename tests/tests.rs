@@ -8,6 +8,7 @@ mod churn;
 mod cli;
 mod conditions;
 mod detect;
+mod export;
 mod fallback;
 mod hooks;
 mod list;
