@@ -276,10 +276,7 @@ struct CompletionsArgs {
     shell: clap_complete::Shell,
 }
 
-/// A mistake in what the user typed: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::exit::UsageError;
 
 /// The exit code for an error returned by [`run`].
 pub fn exit_code(error: &anyhow::Error) -> u8 {

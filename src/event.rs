@@ -148,38 +148,45 @@ impl fmt::Display for Event {
     }
 }
 
+/// A `socket` event for TCP `addr`:`port`, made by hand for unit tests,
+/// held by pid 42 named `comm` when given.
+#[cfg(test)]
+pub(crate) fn sample(addr: &str, port: u16, v6only: Option<bool>, comm: Option<&[u8]>) -> Event {
+    use crate::endpoint::{Socket, SourceKind, Transport};
+    use crate::process::{Owner, Ownership};
+    let endpoint = Endpoint {
+        transport: Transport::Tcp,
+        addr: addr.parse().unwrap(),
+        port,
+    };
+    let mut listener = Listener::from_sockets(vec![Socket {
+        endpoint,
+        inode: 7,
+        uid: 0,
+        cookie: None,
+        v6only,
+        source: SourceKind::Netlink,
+    }]);
+    if let Some(comm) = comm {
+        listener.set_ownership(Ownership::Found(Owner {
+            pid: 42,
+            comm: crate::quote::text_from_bytes(comm),
+        }));
+    }
+    Event::new(
+        EventKind::Socket,
+        endpoint,
+        listener,
+        SystemTime::UNIX_EPOCH,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{Socket, SourceKind, Transport};
-    use crate::process::{Owner, Ownership};
 
     fn event(addr: &str, v6only: Option<bool>, comm: Option<&str>) -> Event {
-        let endpoint = Endpoint {
-            transport: Transport::Tcp,
-            addr: addr.parse().unwrap(),
-            port: 80,
-        };
-        let mut listener = Listener::from_sockets(vec![Socket {
-            endpoint,
-            inode: 7,
-            uid: 0,
-            cookie: None,
-            v6only,
-            source: SourceKind::Netlink,
-        }]);
-        if let Some(comm) = comm {
-            listener.set_ownership(Ownership::Found(Owner {
-                pid: 42,
-                comm: crate::quote::text_from_bytes(comm.as_bytes()),
-            }));
-        }
-        Event::new(
-            EventKind::Socket,
-            endpoint,
-            listener,
-            SystemTime::UNIX_EPOCH,
-        )
+        sample(addr, 80, v6only, comm.map(str::as_bytes))
     }
 
     #[test]

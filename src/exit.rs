@@ -70,6 +70,12 @@ pub const TABLE: [(Status, &str); 8] = [
     (Status::Service, "`run`: the service's own exit status"),
 ];
 
+/// A mistake in what the user typed: exit code [`USAGE`], wherever it is
+/// found (the command line, a condition, a file named on the command line).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 #[cfg(test)]
 mod tests {
     use super::*;

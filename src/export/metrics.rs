@@ -114,31 +114,28 @@ impl Collector for Exposition {
                 .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
         }
 
-        let mut reads = encoder.encode_descriptor(
-            "sockwatch_reads",
-            "Complete reads of each socket table, by the source that read it.",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((table, source), counts) in &tally.tables {
-            let table = table.to_string();
-            reads
-                .encode_family(&[("source", *source), ("table", table.as_str())])?
-                .encode_counter::<NoLabelSet, _, u64>(&counts.done, None)?;
-        }
-
-        let mut failures = encoder.encode_descriptor(
-            "sockwatch_read_failures",
-            "Reads of each socket table that failed (what was known of the table was kept), \
-             by source.",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((table, source), counts) in &tally.tables {
-            let table = table.to_string();
-            failures
-                .encode_family(&[("source", *source), ("table", table.as_str())])?
-                .encode_counter::<NoLabelSet, _, u64>(&counts.failed, None)?;
+        let per_table = [
+            (
+                "sockwatch_reads",
+                "Complete reads of each socket table, by the source that read it.",
+                false,
+            ),
+            (
+                "sockwatch_read_failures",
+                "Reads of each socket table that failed (what was known of the table was kept), \
+                 by source.",
+                true,
+            ),
+        ];
+        for (name, help, failed) in per_table {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for ((table, source), counts) in &tally.tables {
+                let table = table.to_string();
+                let count = if failed { counts.failed } else { counts.done };
+                family
+                    .encode_family(&[("source", *source), ("table", table.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
         }
 
         let mut cost = encoder.encode_descriptor(
@@ -184,38 +181,11 @@ impl Collector for Exposition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{Endpoint, Family, Listener, Socket, SourceKind, Table, Transport};
-    use crate::process::{Owner, Ownership};
+    use crate::endpoint::{Family, SourceKind, Table, Transport};
     use crate::source::reads::Reads;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
-    fn event(addr: &str, port: u16, v6only: Option<bool>, comm: Option<&[u8]>) -> Event {
-        let endpoint = Endpoint {
-            transport: Transport::Tcp,
-            addr: addr.parse().unwrap(),
-            port,
-        };
-        let mut listener = Listener::from_sockets(vec![Socket {
-            endpoint,
-            inode: 7,
-            uid: 0,
-            cookie: None,
-            v6only,
-            source: SourceKind::Netlink,
-        }]);
-        if let Some(comm) = comm {
-            listener.set_ownership(Ownership::Found(Owner {
-                pid: 42,
-                comm: crate::quote::text_from_bytes(comm),
-            }));
-        }
-        Event::new(
-            EventKind::Socket,
-            endpoint,
-            listener,
-            SystemTime::UNIX_EPOCH,
-        )
-    }
+    use crate::event::sample as event;
 
     #[test]
     fn labels_are_the_fields_that_apply() {

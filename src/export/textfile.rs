@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::UsageError;
+use crate::exit::UsageError;
 
 /// The file, and the temporary file its versions are written to first.
 #[derive(Debug, Clone)]
