@@ -18,7 +18,9 @@
 //! - **Churn**: in a busy namespace the counters move every tick. Reads are
 //!   paced by their measured CPU time, so that they never take more than
 //!   [`READ_BUDGET`] of a CPU however short the interval, yet never wait
-//!   longer than [`MAX_PACE`].
+//!   longer than [`MAX_PACE`]. The budget is a bucket of [`READ_BURST`]: a
+//!   quiet namespace's occasional reads happen at once; only a namespace
+//!   whose counters move all the time is slowed down.
 //!
 //! [`Gate`] holds the decision and is tested with scripted counters and
 //! costs; [`Sockstat`] reads the counters.
@@ -55,6 +57,9 @@ pub const READ_BUDGET: f64 = 0.05;
 /// The longest a read waits for the pace: past it, a new listener would be
 /// seen too late to be worth the CPU saved.
 pub const MAX_PACE: Duration = Duration::from_secs(1);
+/// How much read time may be spent at once before the budget paces reads:
+/// two seconds' worth of it.
+pub const READ_BURST: Duration = Duration::from_millis(100);
 
 /// The counters that move when a listener appears: `TCP`, `UDP`, `TCP6`,
 /// `UDP6` `inuse`.
@@ -153,8 +158,13 @@ pub struct Gate {
     /// A read was asked for (a known listener closed, or the counters moved
     /// while the pace held reads back).
     pending: Option<Reason>,
-    /// No read before this, to keep reads within the budget.
-    not_before: Instant,
+    /// Read time that may still be spent now (negative: owed), in seconds;
+    /// refilled at [`READ_BUDGET`] per second up to [`READ_BURST`].
+    tokens: f64,
+    /// When `tokens` was last refilled.
+    refilled: Instant,
+    /// When the last read started.
+    last_read: Instant,
 }
 
 impl Gate {
@@ -167,7 +177,9 @@ impl Gate {
             last_full: now,
             safety,
             pending: None,
-            not_before: now,
+            tokens: READ_BURST.as_secs_f64(),
+            refilled: now,
+            last_read: now,
         }
     }
 
@@ -196,7 +208,7 @@ impl Gate {
         if now.duration_since(self.last_full) >= self.safety {
             self.pending.get_or_insert(Reason::Safety);
         }
-        if self.pending.is_some() && now >= self.not_before {
+        if self.pending.is_some() && self.may_read(now) {
             return self.pending.take();
         }
         None
@@ -213,15 +225,28 @@ impl Gate {
     /// Records a read that took `cost`, started at `now`, with the counters
     /// sampled just before it (what it accounts for: a counter that moves
     /// later is news, even if it moves back to what an older check saw).
-    /// The next read waits long enough to keep reads within
-    /// [`READ_BUDGET`] of a CPU.
+    /// Its cost is taken from the budget.
     pub fn note_read(&mut self, now: Instant, cost: Duration, before: Option<Counters>) {
         if before.is_some() {
             self.last = before;
         }
         self.last_full = now;
-        let gap = cost.mul_f64(1.0 / READ_BUDGET).min(MAX_PACE);
-        self.not_before = now + gap;
+        self.refill(now);
+        self.tokens -= cost.as_secs_f64();
+        self.last_read = now;
+    }
+
+    /// Whether the budget allows a read now (or the last one is so long ago
+    /// that waiting more would make a new listener late).
+    fn may_read(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= 0.0 || now.duration_since(self.last_read) >= MAX_PACE
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let earned = now.duration_since(self.refilled).as_secs_f64() * READ_BUDGET;
+        self.tokens = (self.tokens + earned).min(READ_BURST.as_secs_f64());
+        self.refilled = self.refilled.max(now);
     }
 }
 
@@ -306,21 +331,33 @@ mod tests {
     #[test]
     fn reads_are_paced_by_their_cost_but_not_forgotten() {
         let start = Instant::now();
-        let mut gate = Gate::new(Duration::from_secs(10), start, None);
-        gate.check(start, counters(1));
-        // A /proc read of 10 ms may run at most every 200 ms at 5 %.
+        let mut gate = Gate::new(Duration::from_secs(10), start, counters(1));
+        // Occasional reads happen at once: the bucket holds 100 ms.
         gate.note_read(start, 10 * MS, None);
-        assert_eq!(gate.check(start + 15 * MS, counters(2)), None, "paced");
-        assert_eq!(gate.check(start + 30 * MS, counters(2)), None);
         assert_eq!(
-            gate.check(start + 200 * MS, counters(2)),
+            gate.check(start + 15 * MS, counters(2)),
+            Some(Reason::Moved)
+        );
+        // A busy namespace empties it: 60 ms reads, back to back.
+        gate.note_read(start + 15 * MS, 60 * MS, None);
+        assert_eq!(
+            gate.check(start + 30 * MS, counters(3)),
+            Some(Reason::Moved)
+        );
+        gate.note_read(start + 30 * MS, 60 * MS, None);
+        // 30 ms owed at 5 % of a second per second: 600 ms more.
+        assert_eq!(gate.check(start + 45 * MS, counters(4)), None, "paced");
+        assert_eq!(gate.check(start + 500 * MS, counters(4)), None, "paced");
+        assert_eq!(
+            gate.check(start + 640 * MS, counters(4)),
             Some(Reason::Moved),
             "the move seen while paced is read once the pace allows"
         );
         // However costly a read, the next comes within a second.
-        gate.note_read(start + 200 * MS, 500 * MS, None);
+        gate.note_read(start + 640 * MS, 500 * MS, None);
+        assert_eq!(gate.check(start + 1500 * MS, counters(5)), None);
         assert_eq!(
-            gate.check(start + 1200 * MS, counters(3)),
+            gate.check(start + 1640 * MS, counters(5)),
             Some(Reason::Moved)
         );
     }
