@@ -54,9 +54,14 @@ fn main() {
     );
     println!("| poller | CPU per second | share of one CPU | peak RSS |");
     println!("|---|---|---|---|");
-    for source in ["netlink", "proc"] {
+    for (source, detect) in [
+        ("netlink", "changes"),
+        ("netlink", "poll"),
+        ("proc", "changes"),
+        ("proc", "poll"),
+    ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sockwatch"))
-            .args(["--source", source, "watch"])
+            .args(["--source", source, "--detect", detect, "watch"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -69,7 +74,7 @@ fn main() {
         let _ = child.wait();
         let per_second = used.as_secs_f64() / window.as_secs_f64();
         println!(
-            "| sockwatch watch --source {source} | {:.0} µs | {:.3} % | {rss} KiB |",
+            "| sockwatch watch --source {source} --detect {detect} | {:.0} µs | {:.3} % | {rss} KiB |",
             per_second * 1e6,
             per_second * 100.0
         );
@@ -93,5 +98,69 @@ fn main() {
         per_second * 1e6,
         per_second * 100.0
     );
+    for ms in [15, 50] {
+        let floor = thread::spawn(move || {
+            // Nothing but waking up: what any poller pays on this machine
+            // before it does any work.
+            let mut poll = mio::Poll::new().unwrap();
+            let mut events = mio::Events::with_capacity(4);
+            let start = thread_cpu();
+            let began = Instant::now();
+            while began.elapsed() < window {
+                poll.poll(&mut events, Some(Duration::from_millis(ms)))
+                    .unwrap();
+            }
+            thread_cpu() - start
+        });
+        let used = floor.join().unwrap();
+        let per_second = used.as_secs_f64() / window.as_secs_f64();
+        println!(
+            "| floor: a thread that only wakes every {ms} ms (epoll_wait) | {:.0} µs | {:.3} % | - |",
+            per_second * 1e6,
+            per_second * 100.0
+        );
+    }
+    busy_proc(window);
     drop(lab);
+}
+
+/// `watch --source proc` (changes, default interval) while 200 TCP
+/// connections a second come and go in the namespace: the counters move
+/// every tick, so reads are paced by their cost.
+fn busy_proc(window: Duration) {
+    let sink = std::net::TcpListener::bind("127.0.0.1:7998").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut next = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let client = std::net::TcpStream::connect("127.0.0.1:7998").unwrap();
+                let (accepted, _) = sink.accept().unwrap();
+                drop(accepted);
+                drop(client);
+                next += Duration::from_millis(5);
+                thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        })
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockwatch"))
+        .args(["--source", "proc", "--detect", "changes", "watch"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_secs(1));
+    let before = cpu_of(child.id());
+    thread::sleep(window);
+    let used = cpu_of(child.id()) - before;
+    let _ = child.kill();
+    let _ = child.wait();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+    let per_second = used.as_secs_f64() / window.as_secs_f64();
+    println!(
+        "| sockwatch watch --source proc --detect changes, 200 connections/s | {:.0} µs | {:.3} % | - |",
+        per_second * 1e6,
+        per_second * 100.0
+    );
 }

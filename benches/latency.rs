@@ -18,6 +18,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sockwatch::detect::{CHANGES_INTERVAL, Detect};
 use sockwatch::endpoint::Table;
 use sockwatch::event::EventKind;
 use sockwatch::watcher::{Options, SourceChoice, Watcher};
@@ -38,6 +39,7 @@ impl Jitter {
 
 struct Row {
     source: &'static str,
+    detect: &'static str,
     consumer: &'static str,
     interval: Duration,
     appear: Vec<Duration>,
@@ -82,9 +84,10 @@ fn trials(
     (appear, close)
 }
 
-fn through_binary(source: &'static str, interval: Duration, n: usize) -> Row {
+fn through_binary(source: &'static str, detect: &'static str, interval: Duration, n: usize) -> Row {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sockwatch"))
-        .args(["--source", source, "watch", "--no-initial", "--interval"])
+        .args(["--source", source, "--detect", detect])
+        .args(["watch", "--no-initial", "--interval"])
         .arg(format!("{}ms", interval.as_millis()))
         .stdout(Stdio::piped())
         .spawn()
@@ -115,6 +118,7 @@ fn through_binary(source: &'static str, interval: Duration, n: usize) -> Row {
     let _ = child.wait();
     Row {
         source,
+        detect,
         consumer: "binary stdout",
         interval,
         appear,
@@ -125,6 +129,7 @@ fn through_binary(source: &'static str, interval: Duration, n: usize) -> Row {
 fn through_library(
     source: &'static str,
     choice: SourceChoice,
+    detect: (&'static str, Detect),
     interval: Duration,
     n: usize,
 ) -> Row {
@@ -140,7 +145,7 @@ fn through_library(
             proc_root: "/proc".into(),
             announce: false,
             verbose: false,
-            detect: sockwatch::detect::Detect::Poll,
+            detect: detect.1,
             refresh_owners: false,
             v6only_matters: false,
         })
@@ -175,6 +180,7 @@ fn through_library(
     watcher.join().unwrap();
     Row {
         source,
+        detect: detect.0,
         consumer: "library callback",
         interval,
         appear,
@@ -201,22 +207,31 @@ fn main() {
         "only the lab's own sink listens"
     );
     let mut rows = Vec::new();
-    for interval in [50, 20, 100].map(Duration::from_millis) {
+    // Each detection at its default interval, then polling at others.
+    let runs = [
+        ("changes", Detect::Changes, CHANGES_INTERVAL),
+        ("poll", Detect::Poll, Duration::from_millis(50)),
+        ("poll", Detect::Poll, Duration::from_millis(20)),
+    ];
+    for (name, detect, interval) in runs {
         for (source, choice) in [
             ("netlink", SourceChoice::Netlink),
             ("proc", SourceChoice::Proc),
         ] {
-            rows.push(through_library(source, choice, interval, n));
-            rows.push(through_binary(source, interval, n));
+            rows.push(through_library(source, choice, (name, detect), interval, n));
+            rows.push(through_binary(source, name, interval, n));
         }
     }
     println!("{n} trials per row; milliseconds");
-    println!("| source | consumer | interval | appear p50 | p99 | max | close p50 | p99 | max |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| source | detect | consumer | interval | appear p50 | p99 | max | close p50 | p99 | max |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for mut row in rows {
         println!(
-            "| {} | {} | {} ms | {} | {} |",
+            "| {} | {} | {} | {} ms | {} | {} |",
             row.source,
+            row.detect,
             row.consumer,
             row.interval.as_millis(),
             summary(&mut row.appear),

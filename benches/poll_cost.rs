@@ -94,6 +94,13 @@ fn poll_cost(c: &mut Criterion) {
                 assert_eq!(out.len(), listeners + 1);
             })
         });
+        // What --detect changes pays per tick instead of a read: the
+        // namespace's socket counters.
+        let mut sockstat =
+            sockwatch::detect::Sockstat::open(Path::new("/proc/self"), true).unwrap();
+        group.bench_function("sockstat_gate_check", |b| {
+            b.iter(|| black_box(sockstat.read().unwrap()))
+        });
         group.bench_function("procfs_full_parse", |b| {
             b.iter(|| {
                 assert_eq!(black_box(lab::procfs_listening()), listeners + 1);

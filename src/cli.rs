@@ -1,5 +1,5 @@
-//! The command line: `list`, `watch`, `wait` and `run`, and what installs
-//! them (`completions`, `man`).
+//! The command line: `list`, `watch`, `wait`, `run` and `export`, and what
+//! installs them (`completions`, `man`).
 //!
 //! `main.rs` only parses (clap derive) and calls [`run`]; errors become exit
 //! codes in one place, [`exit_code`]. Everything here is library code so the
@@ -7,6 +7,7 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -22,9 +23,12 @@ use crate::detect::Detect;
 use crate::endpoint::Table;
 use crate::event::{Event, Format};
 use crate::exit;
+use crate::export::{self, Exporter, textfile::Textfile};
 use crate::hook::{self, Hooks};
 use crate::notify::Notify;
+use crate::output::{Output, QUEUE_BYTES, Sent};
 use crate::run::{Outcome, RunOptions};
+use crate::stop::StopSignals;
 use crate::watcher::{self, Options, SourceChoice, Stop, Watcher};
 
 /// Know from the kernel when a service is listening, without poking it.
@@ -102,6 +106,18 @@ tree listens on (without --ready-on: as soon as it listens on anything).
 Exits with the service's status (killed by signal N: dies of signal N too);
 124 after --timeout, 126 or 127 when PROGRAM cannot be run.")]
     Run(RunArgs),
+    /// Serve the listening endpoints as Prometheus metrics, or write them
+    /// for node_exporter's textfile collector, until interrupted.
+    #[command(after_help = "\
+Examples:
+  sockwatch export --listen 127.0.0.1:9847
+  sockwatch export --textfile /var/lib/prometheus/node-exporter/sockwatch.prom
+  sockwatch export --listen [::]:9847 --processes socket TRANSPORT=tcp
+
+Series: sockwatch_listening{proto,port,addr,transport,...} 1 per endpoint,
+sockwatch_events_total{event}, sockwatch_reads_total{source,table},
+sockwatch_read_seconds, sockwatch_source_info, sockwatch_build_info.")]
+    Export(ExportArgs),
     /// Print a completion script for SHELL on stdout.
     #[command(after_help = "\
 Examples:
@@ -156,8 +172,9 @@ struct WatchArgs {
     no_initial: bool,
 
     /// Run PROGRAM [ARGS...] for each event, with the event's fields in its
-    /// environment (EVENT, PROTO, PORT, ADDR, TRANSPORT, ...). Takes the
-    /// rest of the command line: put the condition before it.
+    /// environment (EVENT, PROTO, PORT, ADDR, TRANSPORT, ...) and its
+    /// output on stderr. Takes the rest of the command line: put the
+    /// condition before it.
     #[arg(long, value_name = "PROGRAM", num_args = 1.., allow_hyphen_values = true)]
     exec: Vec<std::ffi::OsString>,
 
@@ -219,16 +236,47 @@ struct RunArgs {
 }
 
 #[derive(Debug, ClapArgs)]
+#[command(group(
+    clap::ArgGroup::new("output")
+        .args(["listen", "textfile"])
+        .required(true)
+        .multiple(true)
+))]
+struct ExportArgs {
+    /// Serve GET /metrics on this IP address and port (127.0.0.1:9847,
+    /// [::]:9847), in the Prometheus text format.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+
+    /// Write the metrics to this *.prom file in node_exporter's textfile
+    /// directory, replaced atomically at every change and removed when
+    /// sockwatch stops.
+    #[arg(long, value_name = "PATH")]
+    textfile: Option<PathBuf>,
+
+    /// Label each endpoint with the process behind it (pid, comm): the
+    /// lowest pid holding one of its sockets, where this user may look.
+    #[arg(long)]
+    processes: bool,
+
+    /// How often to poll for new listeners, at most 10 years (default as
+    /// for watch).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
+    interval: Option<Duration>,
+
+    /// Only endpoints that satisfy a clause of this condition.
+    #[arg(value_name = "CONDITION")]
+    condition: Vec<String>,
+}
+
+#[derive(Debug, ClapArgs)]
 struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_name = "SHELL", value_enum)]
     shell: clap_complete::Shell,
 }
 
-/// A mistake in what the user typed: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::exit::UsageError;
 
 /// The exit code for an error returned by [`run`].
 pub fn exit_code(error: &anyhow::Error) -> u8 {
@@ -282,6 +330,22 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// An `--listen` address: an IP address and a port, as Rust and ss(8)
+/// write them (`127.0.0.1:9847`, `[::1]:9847`). Host names are refused
+/// rather than resolved: which address they stand for is for the user to
+/// say.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        "expected an IP address and a port: 127.0.0.1:9847, [::1]:9847, or 0.0.0.0:9847 \
+         for every IPv4 address (host names are not resolved)"
+            .to_owned()
+    })?;
+    if addr.port() == 0 {
+        return Err("port 0 would be a port no scraper knows; choose one".into());
+    }
+    Ok(addr)
+}
+
 /// Refuses an interval that would spin the loop.
 fn check_interval(interval: Duration) -> anyhow::Result<Duration> {
     if interval < Duration::from_millis(1) {
@@ -313,7 +377,7 @@ fn options(args: &Args, condition: Option<&Condition>, pushed: bool, processes: 
         proc_root: args.proc_root.clone(),
         // A stream says once why it reads /proc; one-shot commands only
         // when asked.
-        announce: matches!(args.command, Command::Watch(_)),
+        announce: matches!(args.command, Command::Watch(_) | Command::Export(_)),
         verbose: args.verbose,
         detect: args.detect,
         refresh_owners: condition.is_some_and(Condition::uses_processes),
@@ -328,6 +392,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Watch(watch) => run_watch(&args, watch),
         Command::Wait(wait) => run_wait(&args, wait),
         Command::Run(run) => run_run(&args, run),
+        Command::Export(export) => run_export(&args, export),
         Command::Completions(completions) => {
             // Made whole first: the generators panic when a write fails,
             // and a closed stdout must end quietly.
@@ -358,6 +423,9 @@ fn print(text: &[u8]) -> anyhow::Result<ExitCode> {
 fn format(json: bool) -> Format {
     if json { Format::Json } else { Format::Text }
 }
+
+/// How long lines still queued when a watch ends may take to be written.
+const OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
 /// Ends quietly on a closed stdout: the reader has all it wanted.
 fn quiet_on_broken_pipe(result: io::Result<()>) -> anyhow::Result<ControlFlow<()>> {
@@ -401,6 +469,9 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
         find_program(program, std::env::var_os("PATH").as_deref())
             .map_err(|e| UsageError(format!("--exec: {e}")))?;
     }
+    // Caught before anything else, so that no stop is missed: every wait of
+    // the watch (the kernel, room in stdout) yields to it.
+    let stop = StopSignals::catch().context("failed to handle signals")?;
     let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, watch.processes))?;
     let interval = check_interval(
         watch
@@ -409,33 +480,57 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
     )?;
     let format = format(watch.json);
     let stdout = io::stdout();
-    let mut out = stdout.lock();
-    let mut hooks = (!watch.exec.is_empty()).then(|| Hooks::start(watch.exec.clone(), hook::QUEUE));
+    let out = stdout
+        .as_fd()
+        .try_clone_to_owned()
+        .context("failed to use stdout")?;
+    let mut output =
+        Output::start(out, stop.fd(), QUEUE_BYTES).context("failed to start the output thread")?;
+    let mut hooks = if watch.exec.is_empty() {
+        None
+    } else {
+        let hooks = Hooks::start(watch.exec.clone(), hook::QUEUE)
+            .context("failed to start the hook thread")?;
+        Some(hooks)
+    };
     let mut initial = true;
     // A reader that goes away ends the stream at once, not at the next
     // event's write, which may be far off on a quiet system.
-    watcher.run(interval, None, Some(stdout.as_fd()), |events, snapshot| {
-        let skip = initial && watch.no_initial;
-        initial = false;
-        if skip {
-            return Ok(ControlFlow::Continue(()));
-        }
-        for event in events {
-            if !selected(condition.as_ref(), event, snapshot) {
-                continue;
+    let ended = watcher.run_until_stopped(
+        &stop,
+        interval,
+        None,
+        Some(stdout.as_fd()),
+        |events, snapshot| {
+            let skip = initial && watch.no_initial;
+            initial = false;
+            if skip {
+                return Ok(ControlFlow::Continue(()));
             }
-            if let Some(hooks) = &mut hooks {
-                hooks.submit(event);
+            for event in events {
+                if !selected(condition.as_ref(), event, snapshot) {
+                    continue;
+                }
+                if let Some(hooks) = &mut hooks {
+                    hooks.submit(event);
+                }
+                let mut line = Vec::new();
+                event.write(format, &mut line)?;
+                match output.send(line).context("failed to write to stdout")? {
+                    Sent::Queued => {}
+                    Sent::ReaderGone | Sent::Stopped => return Ok(ControlFlow::Break(())),
+                }
             }
-            if quiet_on_broken_pipe(event.write(format, &mut out))?.is_break() {
-                return Ok(ControlFlow::Break(()));
-            }
-        }
-        Ok(ControlFlow::Continue(()))
-    })?;
-    if let Some(hooks) = hooks {
-        hooks.finish();
-    }
+            Ok(ControlFlow::Continue(()))
+        },
+    );
+    // However the watch ended (a stop, a closed stdout, an error), the
+    // running hook is stopped, not waited for, and lines a stop finds
+    // queued get a moment to reach a reader that keeps up; the rest are
+    // dropped. Within a second in all.
+    drop(hooks);
+    output.finish(OUTPUT_GRACE);
+    ended?;
     // A signal, a closed stdout or the end of input: all are a normal end.
     Ok(ExitCode::from(exit::SUCCESS))
 }
@@ -576,6 +671,33 @@ fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
     }))
 }
 
+fn run_export(args: &Args, export: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let condition = parse_condition(&export.condition)?;
+    if let Some(interval) = export.interval {
+        check_interval(interval)?;
+    }
+    let textfile = export.textfile.as_deref().map(Textfile::new).transpose()?;
+    // Bound before the sources open, so that a port in use is said at once.
+    let listener = export.listen.map(export::http::bind).transpose()?;
+    let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, export.processes))?;
+    let interval = check_interval(
+        export
+            .interval
+            .unwrap_or_else(|| watcher.default_interval(true)),
+    )?;
+    Exporter {
+        listener,
+        textfile,
+        condition,
+        processes: export.processes,
+        interval,
+        verbose: args.verbose,
+    }
+    .run(&mut watcher)?;
+    // SIGINT and SIGTERM are the normal end.
+    Ok(ExitCode::from(exit::SUCCESS))
+}
+
 fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
     let ready_on = match &run.ready_on {
         Some(text) => parse_condition(std::slice::from_ref(text))?,
@@ -669,7 +791,8 @@ mod tests {
         match &args.command {
             Command::List(ListArgs { condition, .. })
             | Command::Watch(WatchArgs { condition, .. })
-            | Command::Wait(WaitArgs { condition, .. }) => {
+            | Command::Wait(WaitArgs { condition, .. })
+            | Command::Export(ExportArgs { condition, .. }) => {
                 parse_condition(condition)?;
             }
             Command::Run(run) => {

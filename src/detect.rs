@@ -16,8 +16,11 @@
 //!   seconds is the safety net, and a pushed close of a known listener
 //!   makes the next tick read (a restart is then seen within one interval).
 //! - **Churn**: in a busy namespace the counters move every tick. Reads are
-//!   paced by their measured cost, so that they never take more than
-//!   [`READ_BUDGET`] of a CPU however short the interval.
+//!   paced by their measured CPU time, so that they never take more than
+//!   [`READ_BUDGET`] of a CPU however short the interval, yet never wait
+//!   longer than [`MAX_PACE`]. The budget is a bucket of [`READ_BURST`]: a
+//!   quiet namespace's occasional reads happen at once; only a namespace
+//!   whose counters move all the time is slowed down.
 //!
 //! [`Gate`] holds the decision and is tested with scripted counters and
 //! costs; [`Sockstat`] reads the counters.
@@ -50,7 +53,13 @@ pub const NETLINK_SAFETY: Duration = Duration::from_secs(2);
 /// The safety net through /proc, whose reads cost milliseconds.
 pub const PROC_SAFETY: Duration = Duration::from_secs(10);
 /// The share of one CPU that reads of the tables may take, on average.
-pub const READ_BUDGET: f64 = 0.03;
+pub const READ_BUDGET: f64 = 0.05;
+/// The longest a read waits for the pace: past it, a new listener would be
+/// seen too late to be worth the CPU saved.
+pub const MAX_PACE: Duration = Duration::from_secs(1);
+/// How much read time may be spent at once before the budget paces reads:
+/// two seconds' worth of it.
+pub const READ_BURST: Duration = Duration::from_millis(100);
 
 /// The counters that move when a listener appears: `TCP`, `UDP`, `TCP6`,
 /// `UDP6` `inuse`, and, where unix sockets are watched, `sockets: used`
@@ -176,8 +185,13 @@ pub struct Gate {
     /// A read was asked for (a known listener closed, or the counters moved
     /// while the pace held reads back).
     pending: Option<Reason>,
-    /// No read before this, to keep reads within the budget.
-    not_before: Instant,
+    /// Read time that may still be spent now (negative: owed), in seconds;
+    /// refilled at [`READ_BUDGET`] per second up to [`READ_BURST`].
+    tokens: f64,
+    /// When `tokens` was last refilled.
+    refilled: Instant,
+    /// When the last read started.
+    last_read: Instant,
 }
 
 impl Gate {
@@ -190,7 +204,9 @@ impl Gate {
             last_full: now,
             safety,
             pending: None,
-            not_before: now,
+            tokens: READ_BURST.as_secs_f64(),
+            refilled: now,
+            last_read: now,
         }
     }
 
@@ -219,7 +235,7 @@ impl Gate {
         if now.duration_since(self.last_full) >= self.safety {
             self.pending.get_or_insert(Reason::Safety);
         }
-        if self.pending.is_some() && now >= self.not_before {
+        if self.pending.is_some() && self.may_read(now) {
             return self.pending.take();
         }
         None
@@ -233,21 +249,31 @@ impl Gate {
         self.pending.get_or_insert(Reason::Closed);
     }
 
-    /// Takes `counters`, read just before a full read of the tables, as
-    /// what that read accounts for: a change before it is no reason for
-    /// another.
-    pub fn rebase(&mut self, counters: Option<Counters>) {
-        if counters.is_some() {
-            self.last = counters;
+    /// Records a read that took `cost`, started at `now`, with the counters
+    /// sampled just before it (what it accounts for: a counter that moves
+    /// later is news, even if it moves back to what an older check saw).
+    /// Its cost is taken from the budget.
+    pub fn note_read(&mut self, now: Instant, cost: Duration, before: Option<Counters>) {
+        if before.is_some() {
+            self.last = before;
         }
+        self.last_full = now;
+        self.refill(now);
+        self.tokens -= cost.as_secs_f64();
+        self.last_read = now;
     }
 
-    /// Records a read that took `cost`, started at `now`: the next one waits
-    /// long enough to keep reads within [`READ_BUDGET`] of a CPU.
-    pub fn note_read(&mut self, now: Instant, cost: Duration) {
-        self.last_full = now;
-        let gap = cost.mul_f64(1.0 / READ_BUDGET);
-        self.not_before = now + gap;
+    /// Whether the budget allows a read now (or the last one is so long ago
+    /// that waiting more would make a new listener late).
+    fn may_read(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= 0.0 || now.duration_since(self.last_read) >= MAX_PACE
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let earned = now.duration_since(self.refilled).as_secs_f64() * READ_BUDGET;
+        self.tokens = (self.tokens + earned).min(READ_BURST.as_secs_f64());
+        self.refilled = self.refilled.max(now);
     }
 }
 
@@ -266,7 +292,7 @@ mod tests {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(2), start, None);
         assert_eq!(gate.check(start, counters(1)), Some(Reason::Moved), "first");
-        gate.note_read(start, 100 * Duration::from_micros(1));
+        gate.note_read(start, 100 * Duration::from_micros(1), None);
         for tick in 1..100 {
             assert_eq!(gate.check(start + tick * 15 * MS, counters(1)), None);
         }
@@ -280,10 +306,24 @@ mod tests {
     fn the_baseline_is_not_news() {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(2), start, counters(1));
-        gate.note_read(start, MS);
+        gate.note_read(start, MS, None);
         assert_eq!(gate.check(start + 15 * MS, counters(1)), None);
         assert_eq!(
             gate.check(start + 40 * MS, counters(2)),
+            Some(Reason::Moved)
+        );
+    }
+
+    #[test]
+    fn a_change_between_the_baseline_and_the_read_is_accounted_for() {
+        // A listener opened after the gate's first look but before the
+        // first read: the read saw it, so its close (back to the first
+        // look's counters) is news.
+        let start = Instant::now();
+        let mut gate = Gate::new(Duration::from_secs(10), start, counters(0));
+        gate.note_read(start, MS / 10, counters(1));
+        assert_eq!(
+            gate.check(start + 15 * MS, counters(0)),
             Some(Reason::Moved)
         );
     }
@@ -293,7 +333,7 @@ mod tests {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(2), start, None);
         gate.check(start, counters(1));
-        gate.note_read(start, MS);
+        gate.note_read(start, MS, None);
         assert_eq!(gate.check(start + 1999 * MS, counters(1)), None);
         assert_eq!(
             gate.check(start + 2000 * MS, counters(1)),
@@ -306,7 +346,7 @@ mod tests {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(2), start, None);
         gate.check(start, counters(1));
-        gate.note_read(start, MS / 10);
+        gate.note_read(start, MS / 10, None);
         gate.force();
         assert_eq!(
             gate.check(start + 15 * MS, counters(1)),
@@ -318,16 +358,34 @@ mod tests {
     #[test]
     fn reads_are_paced_by_their_cost_but_not_forgotten() {
         let start = Instant::now();
-        let mut gate = Gate::new(Duration::from_secs(10), start, None);
-        gate.check(start, counters(1));
-        // A /proc read of 10 ms may run at most every 333 ms at 3 %.
-        gate.note_read(start, 10 * MS);
-        assert_eq!(gate.check(start + 15 * MS, counters(2)), None, "paced");
-        assert_eq!(gate.check(start + 30 * MS, counters(2)), None);
+        let mut gate = Gate::new(Duration::from_secs(10), start, counters(1));
+        // Occasional reads happen at once: the bucket holds 100 ms.
+        gate.note_read(start, 10 * MS, None);
         assert_eq!(
-            gate.check(start + 334 * MS, counters(2)),
+            gate.check(start + 15 * MS, counters(2)),
+            Some(Reason::Moved)
+        );
+        // A busy namespace empties it: 60 ms reads, back to back.
+        gate.note_read(start + 15 * MS, 60 * MS, None);
+        assert_eq!(
+            gate.check(start + 30 * MS, counters(3)),
+            Some(Reason::Moved)
+        );
+        gate.note_read(start + 30 * MS, 60 * MS, None);
+        // 30 ms owed at 5 % of a second per second: 600 ms more.
+        assert_eq!(gate.check(start + 45 * MS, counters(4)), None, "paced");
+        assert_eq!(gate.check(start + 500 * MS, counters(4)), None, "paced");
+        assert_eq!(
+            gate.check(start + 640 * MS, counters(4)),
             Some(Reason::Moved),
             "the move seen while paced is read once the pace allows"
+        );
+        // However costly a read, the next comes within a second.
+        gate.note_read(start + 640 * MS, 500 * MS, None);
+        assert_eq!(gate.check(start + 1500 * MS, counters(5)), None);
+        assert_eq!(
+            gate.check(start + 1640 * MS, counters(5)),
+            Some(Reason::Moved)
         );
     }
 
@@ -336,7 +394,7 @@ mod tests {
         let start = Instant::now();
         let mut gate = Gate::new(Duration::from_secs(2), start, None);
         gate.check(start, counters(1));
-        gate.note_read(start, MS / 10);
+        gate.note_read(start, MS / 10, None);
         assert_eq!(gate.check(start + 15 * MS, None), Some(Reason::Blind));
     }
 

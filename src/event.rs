@@ -150,37 +150,45 @@ impl fmt::Display for Event {
     }
 }
 
+/// A `socket` event for TCP `addr`:`port`, made by hand for unit tests,
+/// held by pid 42 named `comm` when given.
+#[cfg(test)]
+pub(crate) fn sample(addr: &str, port: u16, v6only: Option<bool>, comm: Option<&[u8]>) -> Event {
+    use crate::endpoint::{Socket, SourceKind, Transport};
+    use crate::process::{Owner, Ownership};
+    let endpoint = Endpoint::inet(Transport::Tcp, addr.parse().unwrap(), port);
+    let mut listener = Listener::from_sockets(vec![Socket {
+        endpoint: endpoint.clone(),
+        inode: 7,
+        uid: Some(0),
+        cookie: None,
+        v6only,
+        source: SourceKind::Netlink,
+        vfs: None,
+        trusted: true,
+    }]);
+    if let Some(comm) = comm {
+        listener.set_ownership(Ownership::Found(Owner {
+            pid: 42,
+            comm: crate::quote::text_from_bytes(comm),
+        }));
+    }
+    Event::new(
+        EventKind::Socket,
+        endpoint,
+        listener,
+        SystemTime::UNIX_EPOCH,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::endpoint::{Socket, SourceKind, Transport, UnixName};
-    use crate::process::{Owner, Ownership};
     use std::os::unix::ffi::OsStringExt;
 
     fn event(addr: &str, v6only: Option<bool>, comm: Option<&str>) -> Event {
-        let endpoint = Endpoint::inet(Transport::Tcp, addr.parse().unwrap(), 80);
-        let mut listener = Listener::from_sockets(vec![Socket {
-            endpoint: endpoint.clone(),
-            inode: 7,
-            uid: Some(0),
-            cookie: None,
-            v6only,
-            source: SourceKind::Netlink,
-            vfs: None,
-            trusted: true,
-        }]);
-        if let Some(comm) = comm {
-            listener.set_ownership(Ownership::Found(Owner {
-                pid: 42,
-                comm: crate::quote::text_from_bytes(comm.as_bytes()),
-            }));
-        }
-        Event::new(
-            EventKind::Socket,
-            endpoint,
-            listener,
-            SystemTime::UNIX_EPOCH,
-        )
+        sample(addr, 80, v6only, comm.map(str::as_bytes))
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! sockwatch can replace them without changing the scripts that call them.
 
 /// The command did what was asked (a `wait` condition holds, `watch` ended by
-/// SIGINT, SIGTERM or a closed stdout).
+/// SIGINT, SIGTERM or a closed stdout, `export` by SIGINT or SIGTERM).
 pub const SUCCESS: u8 = 0;
-/// A runtime error: no source of socket information is usable, or I/O failed.
+/// A runtime error: no source of socket information is usable, or I/O failed
+/// (`export` cannot listen on its address).
 pub const RUNTIME: u8 = 1;
 /// The command line or a condition is malformed.
 pub const USAGE: u8 = 2;
@@ -46,11 +47,11 @@ impl std::fmt::Display for Status {
 pub const TABLE: [(Status, &str); 8] = [
     (
         Status::Code(SUCCESS),
-        "success: `list` printed, `wait`'s condition holds, `watch` ended by SIGINT, SIGTERM or a closed stdout",
+        "success: `list` printed, `wait`'s condition holds, `watch` ended by SIGINT, SIGTERM or a closed stdout, `export` by SIGINT or SIGTERM",
     ),
     (
         Status::Code(RUNTIME),
-        "runtime error: no source of socket information is usable, or I/O failed",
+        "runtime error: no source of socket information is usable, or I/O failed (`export`: its address cannot be bound, its textfile's directory is missing)",
     ),
     (Status::Code(USAGE), "usage error or malformed condition"),
     (
@@ -68,6 +69,12 @@ pub const TABLE: [(Status, &str); 8] = [
     ),
     (Status::Service, "`run`: the service's own exit status"),
 ];
+
+/// A mistake in what the user typed: exit code [`USAGE`], wherever it is
+/// found (the command line, a condition, a file named on the command line).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 #[cfg(test)]
 mod tests {

@@ -129,6 +129,19 @@ impl Value<'_> {
         }
     }
 
+    /// The form of a Prometheus label value (`sockwatch export`): the text
+    /// form without its quotes, since the exposition format escapes `\`,
+    /// `"` and newlines itself. A name that is not UTF-8 is given in its
+    /// quoted text form, as in JSON, which keeps every byte.
+    pub fn label(&self) -> Cow<'_, str> {
+        match self {
+            Value::Name(name) if std::str::from_utf8(&quote::bytes_from_text(name)).is_ok() => {
+                Cow::Borrowed(name)
+            }
+            other => other.text(),
+        }
+    }
+
     /// The JSON form. A name that is not UTF-8 is written as its quoted
     /// text form, which keeps every byte.
     pub fn json(&self) -> serde_json::Value {
@@ -161,6 +174,10 @@ mod tests {
         assert_eq!(Value::Flag(false).json(), serde_json::json!(false));
         assert_eq!(Value::Addr("::1".parse().unwrap()).text(), "::1");
         assert_eq!(Value::Number(80).json(), serde_json::json!(80));
+        assert_eq!(name.label(), r#""my \xffsrv\n""#, "not UTF-8: quoted");
+        assert_eq!(Value::Name("a \"b\"\n").label(), "a \"b\"\n");
+        assert_eq!(Value::Flag(true).label(), "1");
+        assert_eq!(Value::Addr("::1".parse().unwrap()).label(), "::1");
     }
 
     #[test]

@@ -139,6 +139,17 @@ pub const EXAMPLES: &[Example] = &[
                2 seconds, 124 if not.",
         command: "sockwatch wait --timeout 2s 'socket PORT=8080'",
     },
+    Example {
+        what: "Serve the listening endpoints to Prometheus at \
+               http://127.0.0.1:9847/metrics until stopped.",
+        command: "sockwatch export --listen 127.0.0.1:9847",
+    },
+    Example {
+        what: "Keep a file of the TCP endpoints, and the processes behind them, for \
+               node_exporter's textfile collector (Debian's directory).",
+        command: "sockwatch export --processes \\\n    \
+                  --textfile /var/lib/prometheus/node-exporter/sockwatch.prom socket TRANSPORT=tcp",
+    },
 ];
 
 /// The manual page for `command` (the whole command line: `Args`).

@@ -17,6 +17,7 @@
 
 pub mod netlink;
 pub mod proc;
+pub mod reads;
 pub mod sources;
 pub mod unix_diag;
 

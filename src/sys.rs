@@ -8,7 +8,8 @@
 //! `unsafe` of its own.
 //!
 //! What lives here:
-//! - processes: [`kill`], [`reap_any`], [`set_child_subreaper`],
+//! - processes: [`kill`], [`kill_group`] and [`group_exists`] (a hook's
+//!   process group), [`reap_any`], [`set_child_subreaper`],
 //!   [`reset_signal_mask_on_exec`], and [`die_by_signal`], which hands a
 //!   service's death by a signal on to sockwatch's own parent;
 //! - descriptors: [`claim_fd`], which turns a number from the command line
@@ -37,6 +38,32 @@ pub fn kill(pid: u32, signal: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Sends `signal` to every process of process group `pgid`: a hook leads
+/// a group of its own, so that a stop reaches whatever it started.
+///
+/// Groups 0 and 1 are refused: 0 means the caller's own group to killpg(2),
+/// and 1 is init's; no caller means either.
+pub fn kill_group(pgid: u32, signal: i32) -> io::Result<()> {
+    let pgid = libc::pid_t::try_from(pgid)
+        .ok()
+        .filter(|&p| p > 1)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: killpg(3) takes two integers and touches no memory of ours.
+    if unsafe { libc::killpg(pgid, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether process group `pgid` still has a member (a zombie not yet
+/// reaped counts). One that exists but may not be signalled (EPERM) counts.
+pub fn group_exists(pgid: u32) -> bool {
+    match kill_group(pgid, 0) {
+        Ok(()) => true,
+        Err(e) => e.raw_os_error() != Some(libc::ESRCH) && e.kind() != io::ErrorKind::InvalidInput,
+    }
 }
 
 /// What [`reap_any`] found.
@@ -350,6 +377,22 @@ pub fn can_execute(path: &std::path::Path) -> bool {
     rc == 0
 }
 
+/// The CPU time the calling thread has used, user and system: what a read
+/// of the kernel's tables costs, whatever else the machine is doing.
+pub fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass, which
+    // outlives the call; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +458,32 @@ mod tests {
             io::ErrorKind::InvalidInput
         );
         kill(std::process::id(), 0).unwrap();
+    }
+
+    #[test]
+    fn kill_group_refuses_the_callers_and_inits_groups() {
+        for pgid in [0, 1, u32::MAX] {
+            assert_eq!(
+                kill_group(pgid, 0).unwrap_err().kind(),
+                io::ErrorKind::InvalidInput,
+                "{pgid}"
+            );
+            assert!(!group_exists(pgid));
+        }
+    }
+
+    #[test]
+    fn a_group_exists_until_its_last_member_is_reaped() {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        assert!(group_exists(child.id()));
+        kill_group(child.id(), libc::SIGKILL).unwrap();
+        child.wait().unwrap();
+        assert!(!group_exists(child.id()));
     }
 
     #[test]

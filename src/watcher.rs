@@ -13,7 +13,7 @@
 //!   closes with its last (SO_REUSEPORT workers share one endpoint).
 //!
 //! The event loop is mio: a poll timer, the sources' pushed descriptors and
-//! SIGINT/SIGTERM through signal-hook-mio. No async runtime.
+//! SIGINT/SIGTERM through [`StopSignals`]. No async runtime.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -24,8 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
 
 use crate::condition::Truth;
 use crate::detect::{CHANGES_INTERVAL, Detect, Gate, NETLINK_SAFETY, PROC_SAFETY, Sockstat};
@@ -36,6 +34,7 @@ pub use crate::snapshot::{Listener, Snapshot};
 use crate::source::Pushed;
 pub use crate::source::sources::{NETLINK_INTERVAL, PROC_INTERVAL, SourceChoice};
 use crate::source::sources::{Plan, Sources};
+use crate::stop::StopSignals;
 
 /// How to build a [`Watcher`].
 #[derive(Debug, Clone)]
@@ -132,7 +131,9 @@ enum Detection {
     Poll,
     /// When the socket counters moved, a listener closed, or the safety net
     /// is due (see [`crate::detect`]).
-    Changes { sockstat: Sockstat, gate: Gate },
+    /// Boxed: the counters' buffers and the gate's state are large beside
+    /// `Poll`.
+    Changes { sockstat: Box<Sockstat>, gate: Gate },
 }
 
 impl Watcher {
@@ -170,7 +171,7 @@ impl Watcher {
                     };
                     let baseline = Some(sockstat.baseline);
                     Detection::Changes {
-                        sockstat,
+                        sockstat: Box::new(sockstat),
                         gate: Gate::new(safety, Instant::now(), baseline),
                     }
                 }
@@ -217,6 +218,14 @@ impl Watcher {
         match self.detection {
             Detection::Changes { .. } => CHANGES_INTERVAL,
             Detection::Poll => self.sources.default_interval(long_running),
+        }
+    }
+
+    /// How new listeners are noticed, as `--detect` names it.
+    pub fn detect_name(&self) -> &'static str {
+        match self.detection {
+            Detection::Poll => "poll",
+            Detection::Changes { .. } => "changes",
         }
     }
 
@@ -271,10 +280,13 @@ impl Watcher {
         let first_new = events.len();
         let now = SystemTime::now();
         let started = Instant::now();
+        let cpu_before = crate::sys::thread_cpu_time();
+        // What this read accounts for: the counters as they are before it.
+        let counters_before = match &mut self.detection {
+            Detection::Changes { sockstat, .. } => sockstat.read().ok(),
+            Detection::Poll => None,
+        };
         self.reads += 1;
-        if let Detection::Changes { sockstat, gate } = &mut self.detection {
-            gate.rebase(sockstat.read().ok());
-        }
         self.scratch.clear();
         let read = self.sources.read(&mut self.scratch)?;
 
@@ -303,7 +315,13 @@ impl Watcher {
         self.report_skipped();
         self.say_v6only_assumed();
         if let Detection::Changes { gate, .. } = &mut self.detection {
-            gate.note_read(started, started.elapsed());
+            // The cost in CPU time, not wall time: on a loaded machine a
+            // read takes longer without costing more.
+            gate.note_read(
+                started,
+                crate::sys::thread_cpu_time() - cpu_before,
+                counters_before,
+            );
             if self.sources.unsettled() {
                 // An absence waits for the next read to confirm it.
                 gate.force();
@@ -531,6 +549,12 @@ impl Watcher {
         self.sources.describe_routes()
     }
 
+    /// The counts of table reads, kept current as the watcher reads on,
+    /// for another thread to report (see [`Sources::reads`]).
+    pub fn reads(&self) -> std::sync::Arc<crate::source::reads::Reads> {
+        self.sources.reads()
+    }
+
     fn report_skipped(&mut self) {
         let skipped = self.sources.skipped();
         if skipped > self.skipped_reported {
@@ -557,7 +581,22 @@ impl Watcher {
         output: Option<BorrowedFd<'_>>,
         on_change: impl FnMut(&[Event], &Snapshot) -> anyhow::Result<ControlFlow<()>>,
     ) -> anyhow::Result<Stop> {
-        let stop = self.run_loop(interval, deadline, output, on_change);
+        let stop = StopSignals::catch().context("failed to handle signals")?;
+        self.run_until_stopped(&stop, interval, deadline, output, on_change)
+    }
+
+    /// [`Watcher::run`], with SIGINT and SIGTERM caught by the caller (who
+    /// may have other waits that must yield to them, and catches them before
+    /// anything else so that none is missed).
+    pub fn run_until_stopped(
+        &mut self,
+        stop: &StopSignals,
+        interval: Duration,
+        deadline: Option<Instant>,
+        output: Option<BorrowedFd<'_>>,
+        on_change: impl FnMut(&[Event], &Snapshot) -> anyhow::Result<ControlFlow<()>>,
+    ) -> anyhow::Result<Stop> {
+        let result = self.run_loop(stop, interval, deadline, output, on_change);
         if self.verbose {
             eprintln!(
                 "sockwatch: read the tables {} time(s), {} since the first answer; checked \
@@ -567,11 +606,12 @@ impl Watcher {
                 self.checks
             );
         }
-        stop
+        result
     }
 
     fn run_loop(
         &mut self,
+        stop: &StopSignals,
         interval: Duration,
         deadline: Option<Instant>,
         output: Option<BorrowedFd<'_>>,
@@ -580,9 +620,11 @@ impl Watcher {
         /// The output descriptor's token: above every source's.
         const OUTPUT: Token = Token(usize::MAX);
         let mut poll = Poll::new().context("failed to create the event loop")?;
-        let mut signals = Signals::new([SIGINT, SIGTERM]).context("failed to handle signals")?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        poll.registry().register(
+            &mut SourceFd(&stop.fd().as_raw_fd()),
+            SIGNALS,
+            Interest::READABLE,
+        )?;
         if let Some(output) = output {
             // A pipe's write end never signals PRIORITY, but epoll always
             // reports EPOLLERR (its reader closed) and EPOLLHUP: so only those
@@ -630,6 +672,12 @@ impl Watcher {
         let mut next_poll = Instant::now().checked_add(interval);
         let mut ready = Events::with_capacity(16);
         loop {
+            // Also seen here, not only as the descriptor's readiness: a wait
+            // outside this loop (for room in a full stdout) may have taken
+            // the edge.
+            if let Some(signal) = stop.received() {
+                return Ok(Stop::Signal(signal));
+            }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(Stop::TimedOut);
@@ -646,7 +694,7 @@ impl Watcher {
             for event in ready.iter() {
                 match event.token() {
                     SIGNALS => {
-                        if let Some(signal) = signals.pending().next() {
+                        if let Some(signal) = stop.received() {
                             return Ok(Stop::Signal(signal));
                         }
                     }

@@ -35,7 +35,7 @@ sys.stdin.read()
 }
 
 /// Ends a [`named_listener`] and waits for it.
-fn stop(mut child: std::process::Child) {
+pub fn stop(mut child: std::process::Child) {
     drop(child.stdin.take());
     child.wait().unwrap();
 }
@@ -129,7 +129,7 @@ fn an_owner_that_cannot_be_read_is_unknown_not_absent() {
 
 /// A Python process whose command name is the raw `comm` bytes, listening
 /// on 127.0.0.1:`port` until its stdin closes.
-fn raw_named_listener(comm: &[u8], port: u16) -> std::process::Child {
+pub fn raw_named_listener(comm: &[u8], port: u16) -> std::process::Child {
     let hex: String = comm.iter().map(|b| format!("{b:02x}")).collect();
     let server = format!(
         r#"

@@ -356,21 +356,39 @@ impl Running {
     /// Skips stderr lines up to the first one containing `needle`, promptly.
     #[track_caller]
     pub fn stderr_until(&mut self, needle: &str) -> String {
-        let until = Instant::now() + PROMPTLY;
+        let mut seen = self.stderr_lines_until(needle, PROMPTLY);
+        seen.pop().expect("the line with the needle")
+    }
+
+    /// The stderr lines up to and including the first one containing
+    /// `needle`, which must come within `deadline`.
+    #[track_caller]
+    pub fn stderr_lines_until(&mut self, needle: &str, deadline: Duration) -> Vec<String> {
+        let until = Instant::now() + deadline;
         let mut seen = Vec::new();
         loop {
             match self
                 .stderr
                 .recv_timeout(until.saturating_duration_since(Instant::now()))
             {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
                 Err(e) => panic!(
-                    "no line with {needle:?} on stderr within {PROMPTLY:?} ({e}); saw:\n{}",
+                    "no line with {needle:?} on stderr within {deadline:?} ({e}); saw:\n{}",
                     seen.join("\n")
                 ),
             }
         }
+    }
+
+    /// The stderr lines written so far and not read yet, without waiting.
+    pub fn stderr_so_far(&mut self) -> Vec<String> {
+        self.stderr.try_iter().collect()
     }
 
     /// Asserts that the process is still running after `quiet` (a bounded

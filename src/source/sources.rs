@@ -14,12 +14,14 @@
 
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use super::netlink::Netlink;
 use super::proc::Proc;
+use super::reads::Reads;
 use super::{Pushed, Source, SourceError};
 use crate::endpoint::{Endpoint, Socket, SourceKind, Table};
 
@@ -85,6 +87,8 @@ pub struct Sources {
     asked: Vec<Table>,
     /// Reused list of this read's failures.
     failed: Vec<(Table, SourceError)>,
+    /// Counts of reads, for reports from other threads.
+    reads: Arc<Reads>,
 }
 
 impl Sources {
@@ -161,6 +165,7 @@ impl Sources {
             verbose,
             asked: Vec::new(),
             failed: Vec::new(),
+            reads: Reads::new(),
         }
     }
 
@@ -191,7 +196,9 @@ impl Sources {
             }
             let start = out.len();
             self.failed.clear();
+            let began = Instant::now();
             self.sources[source].read(&self.asked, out, &mut self.failed);
+            let took = began.elapsed();
             let failed: Vec<(Table, SourceError)> = self.failed.drain(..).collect();
             if !failed.is_empty() {
                 // Sockets of a table that failed are never part of an answer.
@@ -201,6 +208,7 @@ impl Sources {
                         .filter(|s| !failed.iter().any(|(t, _)| *t == s.endpoint.table())),
                 );
             }
+            let first_read = read.len();
             for i in 0..self.asked.len() {
                 let table = self.asked[i];
                 if !failed.iter().any(|(t, _)| *t == table) {
@@ -208,6 +216,12 @@ impl Sources {
                     read.push(table);
                 }
             }
+            self.reads.record(
+                self.sources[source].kind(),
+                &read[first_read..],
+                failed.iter().map(|(t, _)| *t),
+                took,
+            );
             for (table, error) in failed {
                 match error {
                     SourceError::Unavailable { .. } => {
@@ -223,8 +237,18 @@ impl Sources {
                 }
             }
         }
+        self.reads.set_routes(
+            self.routes
+                .iter()
+                .map(|&(table, source)| (table, self.sources[source].kind())),
+        );
         read.sort();
         Ok(read)
+    }
+
+    /// The counts of reads so far, kept current as reads go on.
+    pub fn reads(&self) -> Arc<Reads> {
+        Arc::clone(&self.reads)
     }
 
     /// Which of `absent` (endpoints of `table` missing from its last read)
