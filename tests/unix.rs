@@ -444,3 +444,36 @@ time.sleep(30)
     let _ = service.wait();
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// The exporter labels a unix listener with its `path`.
+#[test]
+fn export_labels_a_unix_listener_with_its_path() {
+    let _ns = Netns::enter();
+    let dir = scratch("export");
+    let file = dir.join("sockwatch.prom");
+    let mut exporter = Running::start(
+        "netlink",
+        &[
+            "export",
+            "--textfile",
+            file.to_str().unwrap(),
+            "--interval",
+            "20ms",
+        ],
+    );
+    let _listener = unix(Type::STREAM, b"\0sockwatch-export", true);
+    let series =
+        r#"sockwatch_listening{proto="unix",path="@sockwatch-export",transport="stream"} 1"#;
+    let until = Instant::now() + PROMPTLY;
+    let mut text = String::new();
+    while Instant::now() < until {
+        text = fs::read_to_string(&file).unwrap_or_default();
+        if text.lines().any(|l| l == series) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(text.lines().any(|l| l == series), "{text}");
+    exporter.signal(libc::SIGTERM);
+    let _ = fs::remove_dir_all(&dir);
+}

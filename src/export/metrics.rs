@@ -86,7 +86,8 @@ impl Collector for Exposition {
         let mut listening = encoder.encode_descriptor(
             "sockwatch_listening",
             "An endpoint that listens now (a TCP socket in LISTEN, a bound unconnected UDP \
-             socket): 1 per endpoint, gone when it closes.",
+             socket, a unix socket in LISTEN or a bound unix dgram socket): 1 per endpoint, \
+             gone when it closes.",
             None,
             MetricType::Gauge,
         )?;
@@ -207,6 +208,20 @@ mod tests {
         let v6 = event("::", 443, Some(false), None);
         assert_eq!(labels(&v6, true)[4], ("v6only", "0".to_owned()));
         assert_eq!(labels(&v6, true).len(), 5, "no owner looked up: no pid");
+        let mut unix = v4.clone();
+        unix.endpoint = crate::endpoint::Endpoint::unix(
+            Transport::Stream,
+            crate::endpoint::UnixName::path(b"/run/app one.sock"),
+        );
+        assert_eq!(
+            labels(&unix, false),
+            [
+                ("proto", "unix".to_owned()),
+                ("path", "/run/app one.sock".to_owned()),
+                ("transport", "stream".to_owned()),
+            ],
+            "a unix socket has a path, no port or address"
+        );
     }
 
     #[test]
@@ -227,7 +242,7 @@ mod tests {
         reads.set_routes([(tcp, SourceKind::Netlink)]);
         let text = render(&published, reads.tally());
         let expected = [
-            "# HELP sockwatch_listening An endpoint that listens now (a TCP socket in LISTEN, a bound unconnected UDP socket): 1 per endpoint, gone when it closes.",
+            "# HELP sockwatch_listening An endpoint that listens now (a TCP socket in LISTEN, a bound unconnected UDP socket, a unix socket in LISTEN or a bound unix dgram socket): 1 per endpoint, gone when it closes.",
             "# TYPE sockwatch_listening gauge",
             r#"sockwatch_listening{proto="inet",port="80",addr="0.0.0.0",transport="tcp"} 1"#,
             r#"sockwatch_listening{proto="inet",port="9000",addr="127.0.0.1",transport="tcp",pid="42",comm="a\"b\\c\nd"} 1"#,
