@@ -163,6 +163,7 @@ fn through_library(
             detect: detect.1,
             refresh_owners: false,
             v6only_matters: false,
+            netns: Vec::new(),
         })
         .unwrap();
         let mut first = true;

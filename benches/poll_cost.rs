@@ -38,6 +38,7 @@ fn watcher(source: SourceChoice) -> Watcher {
         detect: sockwatch::detect::Detect::Poll,
         refresh_owners: false,
         v6only_matters: false,
+        netns: Vec::new(),
     })
     .unwrap()
 }

@@ -62,6 +62,14 @@ pub struct Args {
     #[arg(long, global = true, value_name = "DIR", default_value = "/proc")]
     proc_root: std::path::PathBuf,
 
+    /// Watch this network namespace instead of ours: a name under
+    /// /run/netns (as ip netns makes them) or a namespace file such as
+    /// /proc/PID/ns/net. Repeatable; events then carry NETNS=. Entering one
+    /// needs CAP_SYS_ADMIN; without it, one named by /proc/PID/ns/net is
+    /// read from /proc/PID/net. Not for run.
+    #[arg(long, global = true, value_name = "NAME|PATH")]
+    netns: Vec<String>,
+
     /// Say what sockwatch decides and skips, on stderr.
     #[arg(short, long, global = true)]
     verbose: bool,
@@ -367,9 +375,29 @@ fn parse_condition(words: &[String]) -> anyhow::Result<Option<Condition>> {
     }
 }
 
-fn options(args: &Args, condition: Option<&Condition>, pushed: bool, processes: bool) -> Options {
+fn options(
+    args: &Args,
+    condition: Option<&Condition>,
+    pushed: bool,
+    processes: bool,
+) -> anyhow::Result<Options> {
     let processes = processes || condition.is_some_and(Condition::uses_processes);
-    Options {
+    if !args.netns.is_empty() {
+        if matches!(args.command, Command::Run(_)) {
+            return Err(UsageError(
+                "--netns does not apply to run: its service runs in our namespace".into(),
+            )
+            .into());
+        }
+        if args.proc_root != std::path::Path::new("/proc") {
+            return Err(UsageError(
+                "--netns and --proc-root both choose the namespace: give one of them".into(),
+            )
+            .into());
+        }
+    }
+    let netns = crate::netns::resolve(&args.netns)?;
+    Ok(Options {
         source: args.source,
         tables: condition.map_or_else(|| Table::ALL.to_vec(), Condition::tables),
         pushed,
@@ -382,7 +410,8 @@ fn options(args: &Args, condition: Option<&Condition>, pushed: bool, processes: 
         detect: args.detect,
         refresh_owners: condition.is_some_and(Condition::uses_processes),
         v6only_matters: condition.is_some_and(Condition::depends_on_v6only),
-    }
+        netns,
+    })
 }
 
 /// Runs a parsed command line.
@@ -438,7 +467,7 @@ fn quiet_on_broken_pipe(result: io::Result<()>) -> anyhow::Result<ControlFlow<()
 
 fn run_list(args: &Args, list: &ListArgs) -> anyhow::Result<ExitCode> {
     let condition = parse_condition(&list.condition)?;
-    let mut watcher = Watcher::open(&options(args, condition.as_ref(), false, list.processes))?;
+    let mut watcher = Watcher::open(&options(args, condition.as_ref(), false, list.processes)?)?;
     let events = watcher.list()?;
     let snapshot = watcher.snapshot();
     if args.verbose {
@@ -472,7 +501,7 @@ fn run_watch(args: &Args, watch: &WatchArgs) -> anyhow::Result<ExitCode> {
     // Caught before anything else, so that no stop is missed: every wait of
     // the watch (the kernel, room in stdout) yields to it.
     let stop = StopSignals::catch().context("failed to handle signals")?;
-    let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, watch.processes))?;
+    let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, watch.processes)?)?;
     let interval = check_interval(
         watch
             .interval
@@ -629,7 +658,7 @@ fn run_wait(args: &Args, wait: &WaitArgs) -> anyhow::Result<ExitCode> {
         })?),
         None => None,
     };
-    let mut watcher = Watcher::open(&options(args, Some(&condition), true, false))?;
+    let mut watcher = Watcher::open(&options(args, Some(&condition), true, false)?)?;
     let interval = check_interval(
         wait.interval
             .unwrap_or_else(|| watcher.default_interval(false)),
@@ -679,7 +708,7 @@ fn run_export(args: &Args, export: &ExportArgs) -> anyhow::Result<ExitCode> {
     let textfile = export.textfile.as_deref().map(Textfile::new).transpose()?;
     // Bound before the sources open, so that a port in use is said at once.
     let listener = export.listen.map(export::http::bind).transpose()?;
-    let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, export.processes))?;
+    let mut watcher = Watcher::open(&options(args, condition.as_ref(), true, export.processes)?)?;
     let interval = check_interval(
         export
             .interval
@@ -706,7 +735,7 @@ fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
     // Before anything opens a descriptor: `--notify fd:N` claims N.
     let notify = Notify::parse(run.notify.as_deref(), std::env::var_os("NOTIFY_SOCKET"))
         .map_err(|e| UsageError(e.to_string()))?;
-    let watcher = Watcher::open(&options(args, ready_on.as_ref(), false, false))?;
+    let watcher = Watcher::open(&options(args, ready_on.as_ref(), false, false)?)?;
     let interval = check_interval(
         run.interval
             .unwrap_or_else(|| watcher.default_interval(false)),

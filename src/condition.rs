@@ -181,6 +181,8 @@ pub(crate) enum Test {
     Pid(Numbers),
     /// `COMM=`: a glob; a plain word is a glob without metacharacters.
     Comm(Glob),
+    /// `NETNS=`: a glob over the namespace's name as events give it.
+    Netns(Glob),
 }
 
 impl Test {
@@ -194,6 +196,7 @@ impl Test {
             Test::V6only(_) => Field::V6only,
             Test::Pid(_) => Field::Pid,
             Test::Comm(_) => Field::Comm,
+            Test::Netns(_) => Field::Netns,
         }
     }
 
@@ -244,6 +247,7 @@ impl Test {
                 Ok((_, comm)) => Truth::from(glob.matches(comm)),
                 Err(unknown) => unknown,
             },
+            Test::Netns(glob) => Truth::from(glob.matches(endpoint.netns_label()?)),
         })
     }
 

@@ -114,6 +114,9 @@ pub struct Table {
     pub transport: Transport,
     /// IPv4 or IPv6.
     pub family: Family,
+    /// Which watched network namespace, by its index among them (0 when
+    /// one is watched): each namespace's tables are read, and fail, apart.
+    pub netns: u16,
 }
 
 impl Table {
@@ -137,7 +140,16 @@ impl Table {
 
     /// The table of one transport and family.
     pub const fn new(transport: Transport, family: Family) -> Table {
-        Table { transport, family }
+        Table {
+            transport,
+            family,
+            netns: 0,
+        }
+    }
+
+    /// The same table in the watched namespace `netns`.
+    pub const fn in_netns(self, netns: u16) -> Table {
+        Table { netns, ..self }
     }
 }
 
@@ -197,6 +209,18 @@ impl UnixName {
     }
 }
 
+/// The network namespace an endpoint listens in, when more than one is
+/// watched or the one watched is not ours: its index among the watched
+/// ones and its name as events give it (`NETNS=`), the `/run/netns` name
+/// where there is one, else the kernel's `net:[INODE]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NetnsTag {
+    /// The index among the watched namespaces, as in [`Table::netns`].
+    pub index: u16,
+    /// The name events give it.
+    pub label: Arc<str>,
+}
+
 /// Where an endpoint listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Addr {
@@ -218,6 +242,9 @@ pub struct Endpoint {
     pub transport: Transport,
     /// Where.
     pub addr: Addr,
+    /// In which of several watched network namespaces (`None`: the only one
+    /// watched, and ours).
+    pub netns: Option<NetnsTag>,
 }
 
 impl Endpoint {
@@ -227,6 +254,7 @@ impl Endpoint {
         Endpoint {
             transport,
             addr: Addr::Inet { ip, port },
+            netns: None,
         }
     }
 
@@ -236,6 +264,7 @@ impl Endpoint {
         Endpoint {
             transport,
             addr: Addr::Unix(name),
+            netns: None,
         }
     }
 
@@ -274,6 +303,12 @@ impl Endpoint {
     /// The kernel table this endpoint lives in.
     pub fn table(&self) -> Table {
         Table::new(self.transport, self.family())
+            .in_netns(self.netns.as_ref().map_or(0, |n| n.index))
+    }
+
+    /// The namespace's name as events give it, where it is shown.
+    pub fn netns_label(&self) -> Option<&str> {
+        self.netns.as_ref().map(|n| &*n.label)
     }
 
     /// Whether it listens on every address of its family (`0.0.0.0`, `::`).
@@ -283,9 +318,10 @@ impl Endpoint {
 }
 
 impl Ord for Endpoint {
-    /// Listing order: transport, family, then port and address, or name.
+    /// Listing order: namespace, transport, family, then port and address,
+    /// or name.
     fn cmp(&self, other: &Self) -> Ordering {
-        let key = |e: &Endpoint| (e.transport, e.family());
+        let key = |e: &Endpoint| (e.netns.as_ref().map(|n| n.index), e.transport, e.family());
         key(self)
             .cmp(&key(other))
             .then_with(|| match (&self.addr, &other.addr) {

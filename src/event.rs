@@ -121,6 +121,7 @@ impl Event {
             Field::SocketPath => Value::Name(endpoint.unix_name()?.text()),
             Field::Transport => Value::Word(endpoint.transport.as_str()),
             Field::V6only => Value::Flag(self.listener.v6only()?),
+            Field::Netns => Value::Name(endpoint.netns_label()?),
             Field::Pid => Value::Number(owner?.pid),
             Field::Comm => Value::Name(&owner?.comm),
         })
@@ -264,7 +265,7 @@ mod tests {
             line,
             concat!(
                 r#"{"event":"socket","proto":"inet","port":80,"addr":"127.0.0.1","#,
-                r#""path":null,"transport":"tcp","v6only":null,"pid":null,"comm":null,"uid":0,"#,
+                r#""path":null,"transport":"tcp","v6only":null,"netns":null,"pid":null,"comm":null,"uid":0,"#,
                 r#""inodes":[7],"source":"netlink","time":"1970-01-01T00:00:00.000Z"}"#,
                 "\n"
             )

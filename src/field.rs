@@ -28,6 +28,9 @@ pub enum Field {
     Transport,
     /// `IPV6_V6ONLY` of an IPv6 socket.
     V6only,
+    /// The network namespace, when more than one is watched or it is not
+    /// ours: its `/run/netns` name, else `net:[INODE]`.
+    Netns,
     /// The process holding the socket.
     Pid,
     /// That process's command name.
@@ -36,13 +39,14 @@ pub enum Field {
 
 impl Field {
     /// Every field, in the contract's order (the order of the text form).
-    pub const ALL: [Field; 8] = [
+    pub const ALL: [Field; 9] = [
         Field::Proto,
         Field::Port,
         Field::Addr,
         Field::SocketPath,
         Field::Transport,
         Field::V6only,
+        Field::Netns,
         Field::Pid,
         Field::Comm,
     ];
@@ -60,6 +64,7 @@ impl Field {
             Field::SocketPath => "SOCKET_PATH",
             Field::Transport => "TRANSPORT",
             Field::V6only => "V6ONLY",
+            Field::Netns => "NETNS",
             Field::Pid => "PID",
             Field::Comm => "COMM",
         }
@@ -74,6 +79,7 @@ impl Field {
             Field::SocketPath => "path",
             Field::Transport => "transport",
             Field::V6only => "v6only",
+            Field::Netns => "netns",
             Field::Pid => "pid",
             Field::Comm => "comm",
         }

@@ -18,6 +18,7 @@ pub mod export;
 pub mod field;
 pub mod hook;
 pub mod manual;
+pub mod netns;
 pub mod notify;
 pub mod output;
 pub mod process;

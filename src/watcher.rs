@@ -63,6 +63,9 @@ pub struct Options {
     /// A condition's answer may depend on IPV6_V6ONLY: say once when /proc,
     /// which cannot tell it, serves an IPv6 table.
     pub v6only_matters: bool,
+    /// The network namespaces named by `--netns` (none: the one of
+    /// `proc_root`).
+    pub netns: Vec<crate::netns::Target>,
 }
 
 /// Why [`Watcher::run`] returned.
@@ -74,6 +77,16 @@ pub enum Stop {
     Signal(i32),
     /// The deadline passed.
     TimedOut,
+}
+
+/// The `/proc` whose `net/sockstat` counts the sockets of every watched
+/// namespace, where there is one.
+fn counters_root(options: &Options) -> Option<&std::path::Path> {
+    match options.netns.as_slice() {
+        [] => Some(&options.proc_root),
+        [one] => one.proc_root.as_deref(),
+        _ => None,
+    }
 }
 
 /// How many more reads [`Watcher::settle`] may take.
@@ -146,6 +159,7 @@ impl Watcher {
             proc_root: &options.proc_root,
             announce: options.announce,
             verbose: options.verbose,
+            netns: &options.netns,
         })?;
         let mut watcher = Watcher::with_sources(sources, options.verbose);
         if options.processes {
@@ -159,8 +173,19 @@ impl Watcher {
                  --detect changes (socket counters) or poll"
             ),
             Detect::Poll => Detection::Poll,
+            // The counters are per namespace, read through a process in it:
+            // several namespaces, or one without a known process, are polled.
+            Detect::Auto | Detect::Changes if counters_root(options).is_none() => {
+                if options.verbose {
+                    eprintln!(
+                        "sockwatch: the socket counters of the watched namespaces cannot be \
+                         read as one; reading the tables every interval instead"
+                    );
+                }
+                Detection::Poll
+            }
             Detect::Auto | Detect::Changes => match Sockstat::open(
-                &options.proc_root,
+                counters_root(options).unwrap_or(&options.proc_root),
                 options.tables.iter().any(|t| t.family == Family::Unix),
             ) {
                 Ok(sockstat) => {

@@ -12,6 +12,7 @@ mod export;
 mod fallback;
 mod hooks;
 mod list;
+mod netns_option;
 mod other_netns;
 mod owners;
 mod proc_root;

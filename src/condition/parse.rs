@@ -733,6 +733,7 @@ impl Value<'_> {
             Field::Pid => Test::Pid(numbers(Field::Pid, glob, literal, &raw)?),
             Field::Addr => Test::Addr(addrs(&self.text(), glob, literal, &raw)?),
             Field::SocketPath => Test::SocketPath(glob),
+            Field::Netns => Test::Netns(glob),
             Field::V6only => match literal.as_deref() {
                 Some("0") => Test::V6only(false),
                 Some("1") => Test::V6only(true),
@@ -1226,7 +1227,7 @@ mod tests {
             (
                 "socket PROT=inet",
                 8,
-                "unknown key 'PROT' (known keys: PROTO, PORT, ADDR, SOCKET_PATH, TRANSPORT, V6ONLY, PID, COMM)",
+                "unknown key 'PROT' (known keys: PROTO, PORT, ADDR, SOCKET_PATH, TRANSPORT, V6ONLY, NETNS, PID, COMM)",
             ),
             (
                 "socket PORT=70000",
@@ -1609,7 +1610,7 @@ mod tests {
         let e = Condition::parse(text).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "line 2, column 12: unknown key 'PROT' (known keys: PROTO, PORT, ADDR, SOCKET_PATH, TRANSPORT, V6ONLY, PID, COMM)"
+            "line 2, column 12: unknown key 'PROT' (known keys: PROTO, PORT, ADDR, SOCKET_PATH, TRANSPORT, V6ONLY, NETNS, PID, COMM)"
         );
         assert_eq!(e.render(text).lines().last().unwrap(), "             ^");
         let one_line = Condition::parse("socket PORT=x").unwrap_err();

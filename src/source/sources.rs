@@ -23,7 +23,8 @@ use super::netlink::Netlink;
 use super::proc::Proc;
 use super::reads::Reads;
 use super::{Pushed, Source, SourceError};
-use crate::endpoint::{Endpoint, Socket, SourceKind, Table};
+use crate::endpoint::{Endpoint, NetnsTag, Socket, SourceKind, Table};
+use crate::netns::Target;
 
 /// Which source the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +52,18 @@ pub struct Plan<'a> {
     pub announce: bool,
     /// Say on stderr what is decided and skipped.
     pub verbose: bool,
+    /// The namespaces named by `--netns` (none: the one of `proc_root`).
+    pub netns: &'a [Target],
+}
+
+/// Where one namespace's tables are read.
+struct Place {
+    /// The namespace file netlink enters (`None`: ours).
+    enter: Option<PathBuf>,
+    /// `/proc/<pid>` of a process in it, for the /proc source.
+    proc_root: Option<PathBuf>,
+    /// What its endpoints carry.
+    tag: Option<NetnsTag>,
 }
 
 /// The poll interval unless `--interval` says otherwise: `wait` must
@@ -67,8 +80,14 @@ pub struct Sources {
     sources: Vec<Box<dyn Source>>,
     /// Each table and the index of the source serving it.
     routes: Vec<(Table, usize)>,
-    /// The source that takes over tables whose source is unavailable.
-    fallback: Option<usize>,
+    /// For each source, the source that takes over its tables when it is
+    /// unavailable.
+    fallbacks: Vec<Option<usize>>,
+    /// For each source, the namespace its sockets are in, as events say
+    /// it (`None`: the only one watched, and ours).
+    tags: Vec<Option<NetnsTag>>,
+    /// For each source, the index of its namespace ([`Table::netns`]).
+    netns_index: Vec<u16>,
     /// Whether each route's table has been read once: until all have, what
     /// is known is partial and must not be taken for the truth (a `wait
     /// --gone` would see sockets "gone" that were never read).
@@ -92,55 +111,130 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// Opens the sources for `plan.tables`. With `auto`, a netlink socket
-    /// that cannot be opened means /proc for every table, and a table whose
-    /// dumps turn out to be refused moves to /proc at its first read.
+    /// Opens the sources for `plan.tables`, in each namespace of
+    /// `plan.netns` (none: the one of `plan.proc_root`). With `auto`, a
+    /// netlink socket that cannot be opened means /proc for every table of
+    /// its namespace, and a table whose dumps turn out to be refused moves
+    /// to /proc at its first read. A namespace named by `--netns` that no
+    /// source can read is an error naming it.
     pub fn open(plan: &Plan<'_>) -> anyhow::Result<Sources> {
-        let proc = || Box::new(Proc::new(plan.proc_root)) as Box<dyn Source>;
-        let netlink = match plan.choice {
-            SourceChoice::Proc => None,
-            SourceChoice::Auto | SourceChoice::Netlink => {
-                // Both sockets are made in the watched namespace: destroy
-                // events come from the namespace of the socket that joined.
-                let destroy = plan.pushed.then_some(plan.tables);
-                match Netlink::open_in(netns_of(plan.proc_root).as_deref(), destroy) {
-                    Ok((netlink, unsubscribed)) => {
-                        if let (Some(e), true) = (unsubscribed, plan.verbose) {
-                            // Closing is still seen, by polling; only later.
-                            eprintln!("sockwatch: {e}; closing is seen by polling only");
+        let places: Vec<Place> = if plan.netns.is_empty() {
+            vec![Place {
+                enter: netns_of(plan.proc_root),
+                proc_root: Some(plan.proc_root.to_path_buf()),
+                tag: None,
+            }]
+        } else {
+            let own = crate::netns::own_inode();
+            let tagged = crate::netns::tagged(plan.netns);
+            (0u16..)
+                .zip(plan.netns)
+                .map(|(index, target)| Place {
+                    enter: (target.inode.is_none() || target.inode != own)
+                        .then(|| target.file.clone()),
+                    proc_root: target.proc_root.clone(),
+                    tag: tagged.then(|| NetnsTag {
+                        index,
+                        label: Arc::clone(&target.label),
+                    }),
+                })
+                .collect()
+        };
+        let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        let mut fallbacks = Vec::new();
+        let mut tags = Vec::new();
+        let mut routes = Vec::new();
+        for (index, place) in (0u16..).zip(&places) {
+            let named = |what: &str| match (&place.tag, plan.netns.get(usize::from(index))) {
+                (_, Some(target)) => {
+                    format!("cannot read the network namespace {}{what}", target.label)
+                }
+                _ => "no source of socket information is usable".to_owned(),
+            };
+            let netlink = match plan.choice {
+                SourceChoice::Proc => None,
+                SourceChoice::Auto | SourceChoice::Netlink => {
+                    // Both sockets are made in the watched namespace: destroy
+                    // events come from the namespace of the socket that joined.
+                    let destroy = plan.pushed.then_some(plan.tables);
+                    match Netlink::open_in(place.enter.as_deref(), destroy) {
+                        Ok((netlink, unsubscribed)) => {
+                            if let (Some(e), true) = (unsubscribed, plan.verbose) {
+                                // Closing is still seen, by polling; only later.
+                                eprintln!("sockwatch: {e}; closing is seen by polling only");
+                            }
+                            Some(netlink)
                         }
-                        Some(netlink)
-                    }
-                    Err(e) if plan.choice == SourceChoice::Netlink => {
-                        return Err(e).context("no source of socket information is usable");
-                    }
-                    Err(e) => {
-                        if plan.announce || plan.verbose {
-                            eprintln!(
-                                "sockwatch: sock_diag is unavailable ({e}); reading {}/net instead",
-                                plan.proc_root.display()
-                            );
+                        Err(e) if plan.choice == SourceChoice::Netlink => {
+                            return Err(e).context(named(""));
                         }
-                        None
+                        Err(e) => match &place.proc_root {
+                            Some(proc_root) => {
+                                if plan.announce || plan.verbose {
+                                    eprintln!(
+                                        "sockwatch: sock_diag is unavailable ({e}); reading {}/net \
+                                         instead",
+                                        proc_root.display()
+                                    );
+                                }
+                                None
+                            }
+                            // A namespace with no process known in it: only
+                            // netlink can read it.
+                            None => anyhow::bail!(
+                                "{}: {} (no process in it is known whose /proc could be read \
+                                 instead)",
+                                named(""),
+                                e.to_string()
+                                    .replace("; --source proc reads it without", "")
+                            ),
+                        },
                     }
                 }
+            };
+            let first = sources.len();
+            match (netlink, &place.proc_root) {
+                (Some(netlink), Some(proc_root)) if plan.choice == SourceChoice::Auto => {
+                    sources.push(Box::new(netlink));
+                    sources.push(Box::new(Proc::new(proc_root)));
+                    fallbacks.extend([Some(first + 1), None]);
+                    tags.extend([place.tag.clone(), place.tag.clone()]);
+                }
+                (Some(netlink), _) => {
+                    sources.push(Box::new(netlink));
+                    fallbacks.push(None);
+                    tags.push(place.tag.clone());
+                }
+                (None, Some(proc_root)) => {
+                    sources.push(Box::new(Proc::new(proc_root)));
+                    fallbacks.push(None);
+                    tags.push(place.tag.clone());
+                }
+                (None, None) => anyhow::bail!(
+                    "{}: no process in it is known whose /proc could be read (name it by \
+                     /proc/PID/ns/net, or let sock_diag read it)",
+                    named(" from /proc")
+                ),
             }
-        };
-        let (sources, fallback): (Vec<Box<dyn Source>>, _) = match netlink {
-            Some(netlink) => match plan.choice {
-                SourceChoice::Auto => (vec![Box::new(netlink), proc()], Some(1)),
-                _ => (vec![Box::new(netlink)], None),
-            },
-            None => (vec![proc()], None),
-        };
-        let routes = plan.tables.iter().map(|&t| (t, 0)).collect();
-        let mut sources = Sources::new(sources, routes, fallback, plan.verbose);
-        sources.announce = plan.announce || plan.verbose;
-        let (bindv6only, unreadable) = Proc::bindv6only(plan.proc_root);
-        if let Some(e) = unreadable {
-            eprintln!("sockwatch: {e}; taking net.ipv6.bindv6only as 0 (Linux's default)");
+            routes.extend(plan.tables.iter().map(|&t| (t.in_netns(index), first)));
         }
-        sources.bindv6only = bindv6only;
+        let mut sources = Sources::new(sources, routes, None, plan.verbose);
+        sources.fallbacks = fallbacks;
+        sources.netns_index = tags
+            .iter()
+            .map(|t: &Option<NetnsTag>| t.as_ref().map_or(0, |t| t.index))
+            .collect();
+        sources.tags = tags;
+        sources.announce = plan.announce || plan.verbose;
+        // One namespace's setting stands for all: /proc of the first that
+        // has a process (Linux's default where none has).
+        if let Some(proc_root) = places.iter().find_map(|p| p.proc_root.as_deref()) {
+            let (bindv6only, unreadable) = Proc::bindv6only(proc_root);
+            if let Some(e) = unreadable {
+                eprintln!("sockwatch: {e}; taking net.ipv6.bindv6only as 0 (Linux's default)");
+            }
+            sources.bindv6only = bindv6only;
+        }
         Ok(sources)
     }
 
@@ -153,13 +247,16 @@ impl Sources {
         fallback: Option<usize>,
         verbose: bool,
     ) -> Sources {
+        let count = sources.len();
         Sources {
+            fallbacks: vec![fallback; count],
+            tags: vec![None; count],
+            netns_index: vec![0; count],
             read_once: vec![false; routes.len()],
             said: vec![false; routes.len()],
             last_failure: None,
             sources,
             routes,
-            fallback,
             bindv6only: false,
             announce: verbose,
             verbose,
@@ -185,11 +282,14 @@ impl Sources {
         let mut pending: Vec<usize> = (0..self.sources.len()).collect();
         while let Some(source) = pending.pop() {
             self.asked.clear();
+            // A source reads its own namespace and knows nothing of the
+            // others: it is asked for tables, and answers, untagged.
+            let netns = self.netns_index[source];
             self.asked.extend(
                 self.routes
                     .iter()
                     .filter(|&&(_, s)| s == source)
-                    .map(|&(t, _)| t),
+                    .map(|&(t, _)| t.in_netns(0)),
             );
             if self.asked.is_empty() {
                 continue;
@@ -199,7 +299,16 @@ impl Sources {
             let began = Instant::now();
             self.sources[source].read(&self.asked, out, &mut self.failed);
             let took = began.elapsed();
-            let failed: Vec<(Table, SourceError)> = self.failed.drain(..).collect();
+            if let Some(tag) = &self.tags[source] {
+                for socket in &mut out[start..] {
+                    socket.endpoint.netns = Some(tag.clone());
+                }
+            }
+            let failed: Vec<(Table, SourceError)> = self
+                .failed
+                .drain(..)
+                .map(|(t, e)| (t.in_netns(netns), e))
+                .collect();
             if !failed.is_empty() {
                 // Sockets of a table that failed are never part of an answer.
                 let tail = out.split_off(start);
@@ -210,7 +319,7 @@ impl Sources {
             }
             let first_read = read.len();
             for i in 0..self.asked.len() {
-                let table = self.asked[i];
+                let table = self.asked[i].in_netns(netns);
                 if !failed.iter().any(|(t, _)| *t == table) {
                     self.mark_read(table);
                     read.push(table);
@@ -260,8 +369,22 @@ impl Sources {
             return absent.to_vec();
         };
         let mut present = Vec::new();
-        match self.sources[source].confirm(absent, &mut present) {
-            Ok(()) => present,
+        let untagged: Vec<Endpoint> = absent
+            .iter()
+            .map(|e| Endpoint {
+                netns: None,
+                ..e.clone()
+            })
+            .collect();
+        match self.sources[source].confirm(&untagged, &mut present) {
+            Ok(()) => {
+                if let Some(tag) = &self.tags[source] {
+                    for endpoint in &mut present {
+                        endpoint.netns = Some(tag.clone());
+                    }
+                }
+                present
+            }
             Err(e) => {
                 if self.verbose {
                     eprintln!("sockwatch: {e}; keeping what was known of {table}");
@@ -303,7 +426,7 @@ impl Sources {
         source: usize,
         error: SourceError,
     ) -> anyhow::Result<usize> {
-        match self.fallback {
+        match self.fallbacks[source] {
             Some(fallback) if fallback != source => {
                 if self.announce {
                     eprintln!(

@@ -1,0 +1,280 @@
+//! `--netns NAME|PATH`: other network namespaces, by their `ip netns` name
+//! or by a namespace file, one or several at once, each endpoint carrying
+//! `NETNS=`; and what an ordinary user can and cannot read of them.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// A namespace made by `ip netns add` under a name of this test run's own,
+/// deleted when dropped.
+struct Named {
+    name: String,
+}
+
+impl Named {
+    fn add() -> Named {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "sockwatch-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip netns add");
+        assert!(status.success(), "ip netns add {name}: {status}");
+        Named { name }
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// A thread in another network namespace (the one at `path`, or a new one
+/// of its own), listening on `address` until told to close, and living
+/// until dropped, so that `/proc/<pid>/task/<tid>` stays.
+struct Inside {
+    tid: i32,
+    close: Option<mpsc::Sender<()>>,
+    closed: mpsc::Receiver<()>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Inside {
+    fn listen(path: Option<String>, address: &'static str) -> Inside {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (close_tx, close_rx) = mpsc::channel::<()>();
+        let (closed_tx, closed_rx) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            let _own;
+            match path {
+                Some(path) => {
+                    let file = std::fs::File::open(&path).expect("the namespace file");
+                    // SAFETY: setns on a descriptor we hold, for this thread only.
+                    let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(entered, 0, "setns {path}");
+                    bring_loopback_up_here();
+                }
+                None => _own = Netns::enter(),
+            }
+            let listener = tcp(address);
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            if close_rx.recv().is_ok() {
+                drop(listener);
+                let _ = closed_tx.send(());
+                let _ = close_rx.recv();
+            }
+        });
+        Inside {
+            tid: tid_rx.recv_timeout(PROMPTLY).expect("the thread listens"),
+            close: Some(close_tx),
+            closed: closed_rx,
+            thread: Some(thread),
+        }
+    }
+
+    /// The namespace file of the thread, by the path of a process in it.
+    fn ns_path(&self) -> String {
+        format!("/proc/{}/task/{}/ns/net", std::process::id(), self.tid)
+    }
+
+    fn close(&mut self) {
+        self.close.as_ref().unwrap().send(()).unwrap();
+        self.closed.recv_timeout(PROMPTLY).expect("closed");
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        drop(self.close.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `ip link set lo up` in the calling thread's namespace.
+fn bring_loopback_up_here() {
+    let status = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip link");
+    // `ip` runs in the namespace of the thread that forks it.
+    assert!(status.success(), "ip link set lo up: {status}");
+}
+
+#[test]
+fn a_namespace_is_watched_by_its_name() {
+    let _ns = Netns::enter();
+    let named = Named::add();
+    let _there = Inside::listen(Some(named.path()), "127.0.0.1:80");
+    let _here = tcp("127.0.0.1:81");
+    let out = run("auto", &["--netns", &named.name, "list"]);
+    assert_eq!(out.code(), 0, "{out}");
+    assert_lines(
+        &out.lines(),
+        &[&format!(
+            "socket PROTO=inet PORT=80 ADDR=127.0.0.1 TRANSPORT=tcp NETNS={}",
+            named.name
+        )],
+    );
+    let out = run("auto", &["--netns", &named.name, "list", "--json"]);
+    let event: serde_json::Value = serde_json::from_str(out.lines()[0]).unwrap();
+    assert_eq!(event["netns"].as_str(), Some(named.name.as_str()), "{out}");
+}
+
+#[test]
+fn a_namespace_is_watched_by_its_file() {
+    let _ns = Netns::enter();
+    let there = Inside::listen(None, "127.0.0.1:80");
+    let path = there.ns_path();
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    let out = run("auto", &["--netns", &path, "list"]);
+    assert_eq!(out.code(), 0, "{out}");
+    assert_lines(
+        &out.lines(),
+        &[&format!(
+            "socket PROTO=inet PORT=80 ADDR=127.0.0.1 TRANSPORT=tcp NETNS=net:[{inode}]"
+        )],
+    );
+}
+
+#[test]
+fn the_same_endpoint_in_two_namespaces_is_two_endpoints() {
+    let _ns = Netns::enter();
+    let (a, b) = (Named::add(), Named::add());
+    let mut in_a = Inside::listen(Some(a.path()), "127.0.0.1:80");
+    let _in_b = Inside::listen(Some(b.path()), "127.0.0.1:80");
+    let mut watch = Running::start("auto", &["--netns", &a.name, "--netns", &b.path(), "watch"]);
+    let mut first = watch.lines(2);
+    first.sort();
+    let line = |kind: &str, name: &str| {
+        format!("{kind} PROTO=inet PORT=80 ADDR=127.0.0.1 TRANSPORT=tcp NETNS={name}")
+    };
+    let mut expected = vec![line("socket", &a.name), line("socket", &b.name)];
+    expected.sort();
+    assert_eq!(first, expected);
+    in_a.close();
+    assert_eq!(watch.line(), line("socket-closed", &a.name));
+    watch.no_line_for(Duration::from_millis(300));
+}
+
+#[test]
+fn wait_takes_a_namespace_in_its_condition() {
+    let _ns = Netns::enter();
+    let (a, b) = (Named::add(), Named::add());
+    let _in_a = Inside::listen(Some(a.path()), "127.0.0.1:80");
+    let args = |name: &str| {
+        [
+            "--netns".to_owned(),
+            a.name.clone(),
+            "--netns".to_owned(),
+            b.name.clone(),
+            "wait".to_owned(),
+            "--timeout".to_owned(),
+            "1s".to_owned(),
+            format!("socket NETNS={name} PORT=80"),
+        ]
+    };
+    let held = args(&a.name);
+    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+    let out = run("auto", &held);
+    assert_eq!(out.code(), 0, "{out}");
+    let not = args(&b.name);
+    let not: Vec<&str> = not.iter().map(String::as_str).collect();
+    let out = run("auto", &not);
+    assert_eq!(out.code(), 124, "nothing listens in {}: {out}", b.name);
+}
+
+#[test]
+fn a_missing_name_exits_1_naming_it() {
+    let _ns = Netns::enter();
+    let out = run("auto", &["--netns", "sockwatch-test-none", "list"]);
+    assert_eq!(out.code(), 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "sockwatch: no network namespace named sockwatch-test-none \
+             (/run/netns/sockwatch-test-none): No such file or directory"
+        ),
+        "{out}"
+    );
+    assert!(out.stdout.is_empty(), "{out}");
+}
+
+#[test]
+fn run_refuses_netns() {
+    let _ns = Netns::enter();
+    let out = run("auto", &["--netns", "x", "run", "--", "true"]);
+    assert_eq!(out.code(), 2, "{out}");
+    assert!(
+        out.stderr.contains("--netns does not apply to run"),
+        "{out}"
+    );
+}
+
+#[test]
+fn without_privilege_a_namespace_file_of_a_process_is_read_from_proc() {
+    let _ns = Netns::enter();
+    let there = Inside::listen(None, "127.0.0.1:80");
+    let path = there.ns_path();
+    let mut list = command("auto", &["--netns", &path, "list", "--json"]);
+    as_ordinary_user(&mut list);
+    let out = finish(list, PROMPTLY);
+    assert_eq!(out.code(), 0, "{out}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 1, "{out}");
+    assert_eq!(
+        (events[0]["port"].as_u64(), events[0]["source"].as_str()),
+        (Some(80), Some("proc")),
+        "{out}"
+    );
+    // Its namespace file cannot be looked at: it is named by the path.
+    assert_eq!(events[0]["netns"].as_str(), Some(path.as_str()), "{out}");
+}
+
+#[test]
+fn without_privilege_a_named_namespace_cannot_be_read() {
+    let _ns = Netns::enter();
+    let named = Named::add();
+    let mut list = command("auto", &["--netns", &named.name, "list"]);
+    as_ordinary_user(&mut list);
+    let out = finish(list, PROMPTLY);
+    assert_eq!(out.code(), 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "sockwatch: cannot read the network namespace {}: failed to enter the network \
+             namespace {} (that needs CAP_SYS_ADMIN)",
+            named.name,
+            named.path()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("(no process in it is known whose /proc could be read instead)"),
+        "{out}"
+    );
+    assert!(out.stdout.is_empty(), "{out}");
+}
