@@ -389,6 +389,12 @@ fn options(
             )
             .into());
         }
+        if args.netns.iter().any(String::is_empty) {
+            return Err(UsageError(
+                "--netns: expected a name under /run/netns or a namespace file".into(),
+            )
+            .into());
+        }
         if args.proc_root != std::path::Path::new("/proc") {
             return Err(UsageError(
                 "--netns and --proc-root both choose the namespace: give one of them".into(),

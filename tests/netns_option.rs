@@ -231,6 +231,18 @@ fn run_refuses_netns() {
 }
 
 #[test]
+fn an_empty_netns_is_a_usage_error() {
+    let _ns = Netns::enter();
+    let out = run("auto", &["--netns", "", "list"]);
+    assert_eq!(out.code(), 2, "{out}");
+    assert!(
+        out.stderr
+            .contains("--netns: expected a name under /run/netns or a namespace file"),
+        "{out}"
+    );
+}
+
+#[test]
 fn without_privilege_a_namespace_file_of_a_process_is_read_from_proc() {
     let _ns = Netns::enter();
     let there = Inside::listen(None, "127.0.0.1:80");
