@@ -19,7 +19,9 @@ struct Named {
 }
 
 impl Named {
-    fn add() -> Named {
+    /// A new named namespace; `None` where this user may not make one
+    /// (`ip netns add` mounts under /run/netns: real root only).
+    fn try_add() -> Option<Named> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "sockwatch-test-{}-{}",
@@ -28,10 +30,17 @@ impl Named {
         );
         let status = Command::new("ip")
             .args(["netns", "add", &name])
+            .stderr(std::process::Stdio::null())
             .status()
             .expect("ip netns add");
-        assert!(status.success(), "ip netns add {name}: {status}");
-        Named { name }
+        if !status.success() {
+            assert!(
+                !really_root(),
+                "ip netns add {name} failed for real root: {status}"
+            );
+            return None;
+        }
+        Some(Named { name })
     }
 
     fn path(&self) -> String {
@@ -45,6 +54,25 @@ impl Drop for Named {
             .args(["netns", "delete", &self.name])
             .status();
     }
+}
+
+/// Whether this process is root of the host, not only of a user namespace
+/// of its own (where the suite runs for an ordinary user).
+fn really_root() -> bool {
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
+}
+
+/// What an ordinary user's suite asserts where a named namespace cannot be
+/// made: names are looked up under /run/netns, and one that is not there
+/// is an error naming it.
+fn names_are_looked_up_under_run_netns() {
+    let out = run("auto", &["--netns", "sockwatch-test-none", "list"]);
+    assert_eq!(out.code(), 1, "{out}");
+    assert!(
+        out.stderr.contains("/run/netns/sockwatch-test-none"),
+        "{out}"
+    );
 }
 
 /// A thread in another network namespace (the one at `path`, or a new one
@@ -124,7 +152,9 @@ fn bring_loopback_up_here() {
 #[test]
 fn a_namespace_is_watched_by_its_name() {
     let _ns = Netns::enter();
-    let named = Named::add();
+    let Some(named) = Named::try_add() else {
+        return names_are_looked_up_under_run_netns();
+    };
     let _there = Inside::listen(Some(named.path()), "127.0.0.1:80");
     let _here = tcp("127.0.0.1:81");
     let out = run("auto", &["--netns", &named.name, "list"]);
@@ -160,48 +190,53 @@ fn a_namespace_is_watched_by_its_file() {
 #[test]
 fn the_same_endpoint_in_two_namespaces_is_two_endpoints() {
     let _ns = Netns::enter();
-    let (a, b) = (Named::add(), Named::add());
-    let mut in_a = Inside::listen(Some(a.path()), "127.0.0.1:80");
-    let _in_b = Inside::listen(Some(b.path()), "127.0.0.1:80");
-    let mut watch = Running::start("auto", &["--netns", &a.name, "--netns", &b.path(), "watch"]);
+    let mut in_a = Inside::listen(None, "127.0.0.1:80");
+    let in_b = Inside::listen(None, "127.0.0.1:80");
+    let (a, b) = (in_a.ns_path(), in_b.ns_path());
+    let name = |path: &str| format!("net:[{}]", std::fs::metadata(path).unwrap().ino());
+    let (name_a, name_b) = (name(&a), name(&b));
+    let mut watch = Running::start("auto", &["--netns", &a, "--netns", &b, "watch"]);
     let mut first = watch.lines(2);
     first.sort();
     let line = |kind: &str, name: &str| {
         format!("{kind} PROTO=inet PORT=80 ADDR=127.0.0.1 TRANSPORT=tcp NETNS={name}")
     };
-    let mut expected = vec![line("socket", &a.name), line("socket", &b.name)];
+    let mut expected = vec![line("socket", &name_a), line("socket", &name_b)];
     expected.sort();
     assert_eq!(first, expected);
     in_a.close();
-    assert_eq!(watch.line(), line("socket-closed", &a.name));
+    assert_eq!(watch.line(), line("socket-closed", &name_a));
     watch.no_line_for(Duration::from_millis(300));
 }
 
 #[test]
 fn wait_takes_a_namespace_in_its_condition() {
     let _ns = Netns::enter();
-    let (a, b) = (Named::add(), Named::add());
-    let _in_a = Inside::listen(Some(a.path()), "127.0.0.1:80");
-    let args = |name: &str| {
+    let in_a = Inside::listen(None, "127.0.0.1:80");
+    let in_b = Inside::listen(None, "127.0.0.1:81");
+    let (a, b) = (in_a.ns_path(), in_b.ns_path());
+    let inode = |path: &str| std::fs::metadata(path).unwrap().ino();
+    // `[` is a glob character in conditions: match the inode inside.
+    let args = |path: &str| {
         [
             "--netns".to_owned(),
-            a.name.clone(),
+            a.clone(),
             "--netns".to_owned(),
-            b.name.clone(),
+            b.clone(),
             "wait".to_owned(),
             "--timeout".to_owned(),
             "1s".to_owned(),
-            format!("socket NETNS={name} PORT=80"),
+            format!("socket NETNS=net:?{}? PORT=80", inode(path)),
         ]
     };
-    let held = args(&a.name);
+    let held = args(&a);
     let held: Vec<&str> = held.iter().map(String::as_str).collect();
     let out = run("auto", &held);
     assert_eq!(out.code(), 0, "{out}");
-    let not = args(&b.name);
+    let not = args(&b);
     let not: Vec<&str> = not.iter().map(String::as_str).collect();
     let out = run("auto", &not);
-    assert_eq!(out.code(), 124, "nothing listens in {}: {out}", b.name);
+    assert_eq!(out.code(), 124, "nothing listens on 80 in {b}: {out}");
 }
 
 #[test]
@@ -269,7 +304,9 @@ fn without_privilege_a_namespace_file_of_a_process_is_read_from_proc() {
 #[test]
 fn without_privilege_a_named_namespace_cannot_be_read() {
     let _ns = Netns::enter();
-    let named = Named::add();
+    let Some(named) = Named::try_add() else {
+        return names_are_looked_up_under_run_netns();
+    };
     let mut list = command("auto", &["--netns", &named.name, "list"]);
     as_ordinary_user(&mut list);
     let out = finish(list, PROMPTLY);
