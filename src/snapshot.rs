@@ -106,11 +106,6 @@ impl Snapshot {
             .collect()
     }
 
-    /// The facts of an event's endpoint as it was when the event happened.
-    pub fn event_facts<'a>(&self, event: &'a Event) -> Facts<'a> {
-        self.facts(&event.endpoint, &event.listener)
-    }
-
     /// Replaces what is known of `table` by `sockets`, a complete read of
     /// it, appending a `socket` for every new endpoint and a `socket-closed`
     /// for every endpoint of the table that is missing from it and that
@@ -375,7 +370,7 @@ mod tests {
         assert_eq!(apply(&mut snapshot, vec![socket(80, 1)]), [""; 0]);
         let mut events = Vec::new();
         snapshot.close_cookies([1001], |_| Vec::new(), SystemTime::now(), &mut events);
-        let facts = snapshot.event_facts(&events[0]);
+        let facts = snapshot.facts(&events[0].endpoint, &events[0].listener);
         assert_eq!(
             facts.owner,
             OwnerFact::Known {

@@ -57,11 +57,7 @@ fn list_falls_back_to_proc_and_says_why_when_asked() {
     for (errno, name) in REFUSALS {
         let out = finish(denied(errno, &["list", "--json"]), PROMPTLY);
         assert_eq!(out.code(), 0, "{name}: {out}");
-        let events: Vec<serde_json::Value> = out
-            .lines()
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let events: Vec<serde_json::Value> = out.json();
         let ports: Vec<u64> = events.iter().map(|e| e["port"].as_u64().unwrap()).collect();
         assert_eq!(ports, [80, 53], "{name}: {out}");
         assert!(

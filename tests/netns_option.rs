@@ -2,12 +2,9 @@
 //! or by a namespace file, one or several at once, each endpoint carrying
 //! `NETNS=`; and what an ordinary user can and cannot read of them.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 use crate::support::*;
@@ -73,80 +70,6 @@ fn names_are_looked_up_under_run_netns() {
         out.stderr.contains("/run/netns/sockwatch-test-none"),
         "{out}"
     );
-}
-
-/// A thread in another network namespace (the one at `path`, or a new one
-/// of its own), listening on `address` until told to close, and living
-/// until dropped, so that `/proc/<pid>/task/<tid>` stays.
-struct Inside {
-    tid: i32,
-    close: Option<mpsc::Sender<()>>,
-    closed: mpsc::Receiver<()>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Inside {
-    fn listen(path: Option<String>, address: &'static str) -> Inside {
-        let (tid_tx, tid_rx) = mpsc::channel();
-        let (close_tx, close_rx) = mpsc::channel::<()>();
-        let (closed_tx, closed_rx) = mpsc::channel();
-        let thread = thread::spawn(move || {
-            let _own;
-            match path {
-                Some(path) => {
-                    let file = std::fs::File::open(&path).expect("the namespace file");
-                    // SAFETY: setns on a descriptor we hold, for this thread only.
-                    let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(entered, 0, "setns {path}");
-                    bring_loopback_up_here();
-                }
-                None => _own = Netns::enter(),
-            }
-            let listener = tcp(address);
-            // SAFETY: gettid has no preconditions.
-            tid_tx.send(unsafe { libc::gettid() }).unwrap();
-            if close_rx.recv().is_ok() {
-                drop(listener);
-                let _ = closed_tx.send(());
-                let _ = close_rx.recv();
-            }
-        });
-        Inside {
-            tid: tid_rx.recv_timeout(PROMPTLY).expect("the thread listens"),
-            close: Some(close_tx),
-            closed: closed_rx,
-            thread: Some(thread),
-        }
-    }
-
-    /// The namespace file of the thread, by the path of a process in it.
-    fn ns_path(&self) -> String {
-        format!("/proc/{}/task/{}/ns/net", std::process::id(), self.tid)
-    }
-
-    fn close(&mut self) {
-        self.close.as_ref().unwrap().send(()).unwrap();
-        self.closed.recv_timeout(PROMPTLY).expect("closed");
-    }
-}
-
-impl Drop for Inside {
-    fn drop(&mut self) {
-        drop(self.close.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// `ip link set lo up` in the calling thread's namespace.
-fn bring_loopback_up_here() {
-    let status = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .expect("ip link");
-    // `ip` runs in the namespace of the thread that forks it.
-    assert!(status.success(), "ip link set lo up: {status}");
 }
 
 #[test]
@@ -286,11 +209,7 @@ fn without_privilege_a_namespace_file_of_a_process_is_read_from_proc() {
     as_ordinary_user(&mut list);
     let out = finish(list, PROMPTLY);
     assert_eq!(out.code(), 0, "{out}");
-    let events: Vec<serde_json::Value> = out
-        .lines()
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events: Vec<serde_json::Value> = out.json();
     assert_eq!(events.len(), 1, "{out}");
     assert_eq!(
         (events[0]["port"].as_u64(), events[0]["source"].as_str()),

@@ -9,29 +9,7 @@ use crate::support::*;
 /// A Python process named `comm` that listens on 127.0.0.1:`port`, says
 /// `listening` on stdout, and exits when its stdin closes.
 fn named_listener(comm: &str, port: u16) -> std::process::Child {
-    let server = format!(
-        r#"
-import socket, sys
-open("/proc/self/comm", "w").write("{comm}")
-s = socket.socket(); s.bind(("127.0.0.1", {port})); s.listen()
-print("listening", flush=True)
-sys.stdin.read()
-"#
-    );
-    let mut child = Command::new("python3")
-        .args(["-c", &server])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "listening");
-    child
+    raw_named_listener(comm.as_bytes(), port)
 }
 
 /// Ends a [`named_listener`] and waits for it.

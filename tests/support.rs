@@ -218,6 +218,15 @@ impl Output {
     pub fn lines(&self) -> Vec<&str> {
         self.stdout.lines().collect()
     }
+
+    /// Every line of `--json` output, parsed (panics on a line that is not
+    /// JSON: the contract says one object per line).
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
 }
 
 impl std::fmt::Display for Output {
@@ -511,4 +520,86 @@ macro_rules! each_source {
             }
         )*
     };
+}
+
+/// A thread in another network namespace (the one at `path`, or a new one
+/// of its own), listening on `address` until told to close, and living
+/// until dropped, so that `/proc/<pid>/task/<tid>` stays.
+pub struct Inside {
+    tid: i32,
+    close: Option<mpsc::Sender<()>>,
+    closed: mpsc::Receiver<()>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Inside {
+    pub fn listen(path: Option<String>, address: &'static str) -> Inside {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (close_tx, close_rx) = mpsc::channel::<()>();
+        let (closed_tx, closed_rx) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            let _own;
+            match path {
+                Some(path) => {
+                    let file = std::fs::File::open(&path).expect("the namespace file");
+                    // SAFETY: setns on a descriptor we hold, for this thread only.
+                    let entered = unsafe {
+                        libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET)
+                    };
+                    assert_eq!(entered, 0, "setns {path}");
+                    bring_loopback_up_here();
+                }
+                None => _own = Netns::enter(),
+            }
+            let listener = tcp(address);
+            // SAFETY: gettid has no preconditions.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            if close_rx.recv().is_ok() {
+                drop(listener);
+                let _ = closed_tx.send(());
+                let _ = close_rx.recv();
+            }
+        });
+        Inside {
+            tid: tid_rx.recv_timeout(PROMPTLY).expect("the thread listens"),
+            close: Some(close_tx),
+            closed: closed_rx,
+            thread: Some(thread),
+        }
+    }
+
+    /// The thread's /proc: `--proc-root` for its network namespace.
+    pub fn proc_root(&self) -> String {
+        format!("/proc/{}", self.tid)
+    }
+
+    /// The namespace file of the thread, by the path of a process in it.
+    pub fn ns_path(&self) -> String {
+        format!("/proc/{}/task/{}/ns/net", std::process::id(), self.tid)
+    }
+
+    /// Closes the listener, and returns once it is closed.
+    pub fn close(&mut self) {
+        self.close.as_ref().unwrap().send(()).unwrap();
+        self.closed.recv_timeout(PROMPTLY).expect("closed");
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        drop(self.close.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `ip link set lo up` in the calling thread's namespace.
+fn bring_loopback_up_here() {
+    let status = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip link");
+    // `ip` runs in the namespace of the thread that forks it.
+    assert!(status.success(), "ip link set lo up: {status}");
 }
