@@ -734,6 +734,10 @@ impl Watcher {
             if next_poll.is_some_and(|t| Instant::now() >= t) {
                 if self.read_due() {
                     self.poll(&mut changes)?;
+                } else if self.refresh_owners {
+                    // A rename or an exec moves no socket counter: a
+                    // condition on PID or COMM is kept current every tick.
+                    self.refresh_owners();
                 }
                 next_poll = Instant::now().checked_add(interval);
             }
