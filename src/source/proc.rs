@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use proc_fallback::unix::{UnixKind, UnixListener, UnixReader};
 use proc_fallback::{Error, Listener, Reader};
@@ -28,8 +29,12 @@ pub struct Proc {
     unix: UnixReader,
     unix_rows: Vec<UnixListener>,
     /// Whether a visible process holds each unix socket inode seen, as
-    /// last checked: a socket's holders are looked up once.
-    held: HashMap<u64, bool>,
+    /// last checked: `None` for held (looked up once), or when it was first
+    /// and last found held by none. A descriptor may be passed to another
+    /// process later, and a scan can miss a process that is busy with its
+    /// descriptors: "held by none" is looked up again, at most every
+    /// [`UNHELD_RECHECK`].
+    held: HashMap<u64, Option<(Instant, Instant)>>,
     /// Where the processes are: `/proc` (also for `/proc/<pid>` roots).
     processes: PathBuf,
     listeners: Vec<Listener>,
@@ -175,13 +180,28 @@ impl Source for Proc {
     }
 
     fn unsettled(&self) -> bool {
+        // An absence to confirm, or a unix listener found held by nobody a
+        // moment ago: read again soon rather than at the safety net.
         !self.suspects.is_empty()
+            || self
+                .held
+                .values()
+                .any(|held| held.is_some_and(|(first, _)| first.elapsed() < UNHELD_FOLLOW_UP))
     }
 
     fn skipped(&self) -> u64 {
         self.skipped
     }
 }
+
+/// How often a unix socket found held by no visible process is looked up
+/// again.
+const UNHELD_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a unix listener found held by no visible process keeps its
+/// table read again soon (within the read budget), in case the next look
+/// finds its holder.
+const UNHELD_FOLLOW_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How many more reads of /proc confirm that an endpoint missing from one
 /// read is gone.
@@ -203,14 +223,27 @@ impl Proc {
         let unchecked: HashSet<u64> = self
             .unix_rows
             .iter()
-            .filter(|row| row.rows_with_inode == 1 && !self.held.contains_key(&row.inode))
+            .filter(|row| {
+                row.rows_with_inode == 1
+                    && match self.held.get(&row.inode) {
+                        None => true,
+                        Some(None) => false,
+                        Some(Some((_, checked))) => checked.elapsed() >= UNHELD_RECHECK,
+                    }
+            })
             .map(|row| row.inode)
             .collect();
         if !unchecked.is_empty() {
             let pids = crate::process::pids(&self.processes);
             let scan = crate::process::owners(&self.processes, &pids, &unchecked);
             for inode in unchecked {
-                self.held.insert(inode, scan.found.contains_key(&inode));
+                let now = Instant::now();
+                let unheld = match self.held.get(&inode) {
+                    Some(Some((first, _))) => (*first, now),
+                    _ => (now, now),
+                };
+                let held = scan.found.contains_key(&inode);
+                self.held.insert(inode, (!held).then_some(unheld));
             }
         }
         let rows = &self.unix_rows;
@@ -229,8 +262,7 @@ impl Proc {
                 Some(rest) => UnixName::abstract_name(rest),
                 None => UnixName::path(&row.name),
             };
-            let trusted =
-                row.rows_with_inode == 1 && self.held.get(&row.inode).copied().unwrap_or(false);
+            let trusted = row.rows_with_inode == 1 && self.held.get(&row.inode) == Some(&None);
             out.push(Socket {
                 endpoint: Endpoint::unix(transport, name),
                 inode: row.inode,
