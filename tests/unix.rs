@@ -140,8 +140,9 @@ fn wait_on_a_path_and_on_a_glob(source: &str) {
     let dir = scratch(&format!("wait-{source}"));
     let d = dir.display();
     let condition = format!("socket SOCKET_PATH={d}/later.sock");
-    let wait = Running::start(source, &["wait", "--timeout", "10s", &condition]);
-    std::thread::sleep(Duration::from_millis(200));
+    // Returns once the wait has its first answer (not yet): what follows
+    // happens while it waits.
+    let wait = Running::start_watching(source, &["wait", "--timeout", "10s", &condition]);
     let _later = unix(Type::STREAM, &joined(&dir, b"later.sock"), true);
     let (status, stderr) = wait.finish();
     assert_eq!(status.code(), Some(0), "{stderr}");
