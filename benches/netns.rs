@@ -16,11 +16,15 @@
 //! (`PR_SET_PDEATHSIG`); namespaces left by a run killed outright are
 //! removed by the next run.
 //!
+//! Beside them, a thread of the bench that only checks every namespace's
+//! socket counters (sockwatch's own reader) every 15 ms: what change
+//! detection across many namespaces in one process costs at the least.
+//!
 //! Run: `cargo bench --bench netns` (as root). NAMESPACES=1,10,100 the
 //! group sizes, SECONDS=10 the idle window, TRIALS=30 the latency trials,
 //! LISTS=9 the `list` invocations per median, MODES=netns,all-netns,
-//! per-netns,ss the rows. A binary that refuses `--all-netns` gives rows
-//! that say so, not a failure.
+//! per-netns,counters,ss the rows. A binary that refuses `--all-netns`
+//! gives rows that say so, not a failure.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -545,14 +549,14 @@ impl Settings {
                     .unwrap_or_else(|_| panic!("NAMESPACES: {n:?} is not a number"))
             })
             .collect();
-        let modes: Vec<String> = var("MODES", "netns,all-netns,per-netns,ss")
+        let modes: Vec<String> = var("MODES", "netns,all-netns,per-netns,counters,ss")
             .split(',')
             .map(|m| m.trim().to_string())
             .collect();
         for mode in &modes {
             assert!(
-                ["netns", "all-netns", "per-netns", "ss"].contains(&mode.as_str()),
-                "MODES: unknown mode {mode:?} (netns, all-netns, per-netns, ss)"
+                ["netns", "all-netns", "per-netns", "counters", "ss"].contains(&mode.as_str()),
+                "MODES: unknown mode {mode:?} (netns, all-netns, per-netns, counters, ss)"
             );
         }
         Settings {
@@ -587,6 +591,14 @@ struct Idle {
     watcher: String,
     processes: usize,
     outcome: Result<IdleCost, String>,
+}
+
+/// A row of the idle table measured in a thread of the bench.
+struct Estimate {
+    n: usize,
+    what: String,
+    cpu: Duration,
+    window: Duration,
 }
 
 struct IdleCost {
@@ -670,6 +682,46 @@ impl Ss {
             Ss::DashN => "ss -N NSi -ltnu",
         }
     }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// What one process pays to check the socket counters of every namespace
+/// of `roots` (`/proc/<pid>` of a process in each) every
+/// [`DEFAULT_INTERVAL`], through sockwatch's own reader, and nothing else:
+/// a lower bound for change detection in many namespaces from one watch.
+/// No roots: the cost of waking up alone. CPU time of the thread.
+fn counters_alone(roots: &[PathBuf], window: Duration) -> Duration {
+    let roots = roots.to_vec();
+    thread::spawn(move || {
+        let mut counters: Vec<sockwatch::detect::Sockstat> = roots
+            .iter()
+            .map(|root| sockwatch::detect::Sockstat::open(root, true).unwrap())
+            .collect();
+        // Woken as sockwatch is, by epoll_wait's timeout.
+        let mut poll = mio::Poll::new().unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        let start = thread_cpu();
+        let began = Instant::now();
+        while began.elapsed() < window {
+            poll.poll(&mut events, Some(DEFAULT_INTERVAL)).unwrap();
+            for sockstat in &mut counters {
+                sockstat.read().unwrap();
+            }
+        }
+        thread_cpu() - start
+    })
+    .join()
+    .unwrap()
 }
 
 /// A row of the sweep table: `ss` in every namespace, one after another.
@@ -882,6 +934,19 @@ fn main() {
     remove_stale_namespaces();
     let all_netns = vec!["--all-netns".to_string()];
     let (mut idles, mut sweeps, mut polls) = (Vec::new(), Vec::new(), Vec::new());
+    let mut estimates = Vec::new();
+    if settings.wants("counters") {
+        eprintln!("netns: a thread that only wakes");
+        estimates.push(Estimate {
+            n: 0,
+            what: format!(
+                "floor: a thread that only wakes every {} ms (epoll_wait)",
+                DEFAULT_INTERVAL.as_millis()
+            ),
+            cpu: counters_alone(&[], window),
+            window,
+        });
+    }
     for &n in &settings.sizes {
         let group = Namespaces::make(n);
         if settings.wants("netns") {
@@ -942,6 +1007,24 @@ fn main() {
                 outcome: idle(&by_path, window),
             });
         }
+        if settings.wants("counters") {
+            eprintln!("netns: N={n}: the counters alone");
+            let roots: Vec<PathBuf> = group
+                .0
+                .iter()
+                .map(|ns| Path::new("/proc").join(ns.holder.id().to_string()))
+                .collect();
+            estimates.push(Estimate {
+                n,
+                what: format!(
+                    "a thread that reads net/sockstat and sockstat6 of each namespace every {} ms \
+                     (sockwatch::detect::Sockstat, through /proc/PID of its holder)",
+                    DEFAULT_INTERVAL.as_millis()
+                ),
+                cpu: counters_alone(&roots, window),
+                window,
+            });
+        }
         if settings.wants("ss") {
             eprintln!("netns: N={n}: ss sweeps");
             check_ss(&group.0[0]);
@@ -968,7 +1051,7 @@ fn main() {
         }
         drop(group);
     }
-    report(&settings, &idles, &sweeps, &polls);
+    report(&settings, &idles, &estimates, &sweeps, &polls);
 }
 
 /// How the command line of one watch of `n` namespaces is written.
@@ -980,7 +1063,13 @@ fn netns_list(n: usize) -> String {
     }
 }
 
-fn report(settings: &Settings, idles: &[Idle], sweeps: &[Sweep], polls: &[Poll]) {
+fn report(
+    settings: &Settings,
+    idles: &[Idle],
+    estimates: &[Estimate],
+    sweeps: &[Sweep],
+    polls: &[Poll],
+) {
     println!("`{}`", settings.command());
     println!();
     println!(
@@ -1027,6 +1116,29 @@ fn report(settings: &Settings, idles: &[Idle], sweeps: &[Sweep], polls: &[Poll])
                     why.replace('|', "/")
                 ),
             }
+        }
+    }
+    if !estimates.is_empty() {
+        println!();
+        println!(
+            "Not sockwatch: a thread of the bench, {} s each; CPU of the thread",
+            settings.seconds
+        );
+        println!();
+        println!("| N | what | CPU per second | share of one CPU |");
+        println!("|---|---|---|---|");
+        for row in estimates {
+            let per_second = row.cpu.as_secs_f64() / row.window.as_secs_f64();
+            let n = match row.n {
+                0 => "-".to_string(),
+                n => n.to_string(),
+            };
+            println!(
+                "| {n} | {} | {:.0} µs | {:.3} % |",
+                row.what,
+                per_second * 1e6,
+                per_second * 100.0
+            );
         }
     }
     if !sweeps.is_empty() {
