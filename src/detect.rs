@@ -215,6 +215,18 @@ impl Gate {
         self.safety
     }
 
+    /// Makes the safety net read at least every `safety` from now on.
+    pub fn set_safety(&mut self, safety: Duration) {
+        self.safety = safety;
+    }
+
+    /// Takes the last full read to have been at `at`: gates of several
+    /// namespaces are spread over their safety period this way, so that
+    /// their reads do not all fall in one tick.
+    pub fn set_last_full(&mut self, at: Instant) {
+        self.last_full = at;
+    }
+
     /// Whether to read the tables now, given the counters just read (`None`
     /// when they could not be).
     pub fn check(&mut self, now: Instant, counters: Option<Counters>) -> Option<Reason> {

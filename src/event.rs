@@ -70,6 +70,18 @@ impl Serialize for JsonEvent<'_> {
         let mut map = serializer.serialize_map(Some(Field::ALL.len() + 5))?;
         map.serialize_entry("event", event.kind.as_str())?;
         for field in Field::ALL {
+            if field == Field::Netns {
+                // More than its name: what identifies it from outside.
+                let netns = event.endpoint.netns.as_ref().map(|tag| {
+                    serde_json::json!({
+                        "name": event.value(Field::Netns).map(|v| v.json()),
+                        "inode": tag.info.inode,
+                        "container": tag.info.container,
+                    })
+                });
+                map.serialize_entry(field.json_name(), &netns)?;
+                continue;
+            }
             let value = event.value(field).map(|v| v.json());
             map.serialize_entry(field.json_name(), &value)?;
         }
