@@ -334,8 +334,7 @@ impl Endpoint {
 
     /// The kernel table this endpoint lives in.
     pub fn table(&self) -> Table {
-        Table::new(self.transport, self.family())
-            .in_netns(self.netns.as_ref().map_or(0, |n| n.id))
+        Table::new(self.transport, self.family()).in_netns(self.netns.as_ref().map_or(0, |n| n.id))
     }
 
     /// The namespace's name as events give it, where it is shown.

@@ -306,9 +306,9 @@ fn unescape_mount(text: &str) -> std::ffi::OsString {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| {
-            bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b))
-        });
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match octal {
             Some(d) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -419,7 +419,12 @@ fn name_of(inode: u64) -> Option<String> {
 pub fn own_target() -> anyhow::Result<Target> {
     let file = PathBuf::from("/proc/thread-self/ns/net");
     let inode = std::fs::metadata(&file)
-        .with_context(|| format!("cannot look at our own network namespace ({})", file.display()))?
+        .with_context(|| {
+            format!(
+                "cannot look at our own network namespace ({})",
+                file.display()
+            )
+        })?
         .ino();
     let name = name_of(inode);
     let label: Arc<str> = match &name {
@@ -475,17 +480,29 @@ mod tests {
     fn containers_by_their_runtimes_cgroups() {
         let id = "4f1c2b3a".repeat(8);
         let cases = [
-            (format!("0::/system.slice/docker-{id}.scope"), Some(id.clone())),
-            (format!("12:pids:/docker/{id}\n0::/docker/{id}"), Some(id.clone())),
+            (
+                format!("0::/system.slice/docker-{id}.scope"),
+                Some(id.clone()),
+            ),
+            (
+                format!("12:pids:/docker/{id}\n0::/docker/{id}"),
+                Some(id.clone()),
+            ),
             (
                 format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope"),
                 Some(id.clone()),
             ),
             (format!("0::/kubepods/crio-{id}.scope"), Some(id.clone())),
-            (format!("0::/machine.slice/libpod-{id}.scope/container"), Some(id.clone())),
+            (
+                format!("0::/machine.slice/libpod-{id}.scope/container"),
+                Some(id.clone()),
+            ),
             ("0::/lxc.payload.web1".to_owned(), Some("web1".to_owned())),
             ("4:cpu:/lxc/web2".to_owned(), Some("web2".to_owned())),
-            ("0::/user.slice/user-1000.slice/session-2.scope".to_owned(), None),
+            (
+                "0::/user.slice/user-1000.slice/session-2.scope".to_owned(),
+                None,
+            ),
             ("0::/system.slice/docker.service".to_owned(), None),
             ("0::/docker-notahexid.scope".to_owned(), None),
             (String::new(), None),
@@ -516,7 +533,10 @@ mod tests {
     fn the_scan_finds_our_own_namespace_by_our_process() {
         let scan = scan();
         let own = std::fs::read_link("/proc/self/ns/net").unwrap();
-        let inode: u64 = own.to_str().unwrap()[5..].trim_end_matches(']').parse().unwrap();
+        let inode: u64 = own.to_str().unwrap()[5..]
+            .trim_end_matches(']')
+            .parse()
+            .unwrap();
         let found = &scan.namespaces[&inode];
         assert!(found.pid.unwrap() <= std::process::id(), "{found:?}");
     }

@@ -532,8 +532,8 @@ impl Watcher {
             // The cost in CPU time, not wall time: on a loaded machine a
             // read takes longer without costing more. Shared by the
             // namespaces read.
-            let cost = (crate::sys::thread_cpu_time() - cpu_before)
-                / counters_before.len().max(1) as u32;
+            let cost =
+                (crate::sys::thread_cpu_time() - cpu_before) / counters_before.len().max(1) as u32;
             let unsettled = self.sources.unsettled();
             for (id, before) in counters_before {
                 let Some(counted) = gates.iter_mut().find(|c| c.id == id) else {
@@ -594,6 +594,11 @@ impl Watcher {
         for attempt in 0..3 {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(20));
+                // A namespace that could not be read may have gone since it
+                // was found: then it is no longer asked for.
+                if self.rescan(None, &mut events)?.none_left {
+                    anyhow::bail!("every network namespace watched is gone");
+                }
             }
             self.poll(&mut events)?;
             if self.complete() {

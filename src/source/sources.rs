@@ -158,12 +158,12 @@ pub struct Sources {
 /// that lives only for it, so that no other work ever runs in a namespace
 /// it did not choose.
 fn inside<T: Send>(file: &Path, make: impl FnOnce() -> T + Send) -> Result<T, SourceError> {
-    std::thread::scope(|scope| {
-        match scope.spawn(|| Netlink::inside(file, make)).join() {
+    std::thread::scope(
+        |scope| match scope.spawn(|| Netlink::inside(file, make)).join() {
             Ok(made) => made,
             Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
+        },
+    )
 }
 
 impl Sources {
@@ -249,8 +249,8 @@ impl Sources {
                 let made = match place.enter.as_deref() {
                     Some(file) => inside(file, || {
                         let netlink = Netlink::open_in(None, destroy);
-                        let sockstat = counters
-                            .then(|| Sockstat::open(Path::new("/proc/thread-self"), unix));
+                        let sockstat =
+                            counters.then(|| Sockstat::open(Path::new("/proc/thread-self"), unix));
                         (netlink, sockstat)
                     })
                     .and_then(|(netlink, sockstat)| Ok((netlink?, sockstat))),
@@ -497,6 +497,16 @@ impl Sources {
             );
             for (table, error) in failed {
                 match error {
+                    // Another namespace, read through a process that may
+                    // have exited since: whether the namespace went, or is
+                    // to be read through another process, is for the next
+                    // look at the namespaces to tell, not a reason to stop.
+                    SourceError::Unavailable { .. }
+                        if netns != 0 && self.fallbacks[source].is_none() =>
+                    {
+                        self.say_unread(table, &error);
+                        self.last_failure = Some(error.to_string());
+                    }
                     SourceError::Unavailable { .. } => {
                         let fallback = self.fall_back(table, source, error)?;
                         if !pending.contains(&fallback) {
