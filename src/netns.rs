@@ -206,8 +206,49 @@ pub struct Found {
 }
 
 /// Finds every network namespace that a process or a bind mount holds.
-/// About a microsecond per process (benches/RESULTS.md).
+/// About 6 µs per process (a readlink under /proc).
 pub fn scan() -> Scan {
+    scan_with(None)
+}
+
+/// How many scans a [`Scanner`] takes to look at every known process's
+/// namespace again.
+pub const RECHECK_SCANS: u32 = 8;
+
+/// [`scan`], again and again, cheaply: the namespace of a process seen
+/// before is taken from the last scan, and looked at again once in
+/// [`RECHECK_SCANS`] scans, since a process rarely changes namespace
+/// (setns(2), unshare(2)) without exec-ing a new one. New processes are
+/// always looked at, and a process is known by its pid and the inode of its
+/// `/proc/<pid>` entry, so that a pid reused is new. So a namespace is
+/// picked up at the first scan after its first process starts, dropped at
+/// the first after its last exits, and one that a running process moved
+/// into or out of is seen within [`RECHECK_SCANS`] scans.
+#[derive(Debug, Default)]
+pub struct Scanner {
+    /// Per pid: the inode of its `/proc` entry, and its namespace's inode
+    /// (`None`: it could not be looked at).
+    known: std::collections::HashMap<u32, (u64, Option<u64>)>,
+    /// Which share of the known processes is looked at again this scan.
+    round: u32,
+    /// The pids seen by this scan.
+    seen: Vec<u32>,
+}
+
+impl Scanner {
+    /// Finds every network namespace, as [`scan`].
+    pub fn scan(&mut self) -> Scan {
+        self.round = self.round.wrapping_add(1);
+        self.seen.clear();
+        let scan = scan_with(Some(self));
+        let seen: std::collections::HashSet<u32> = self.seen.drain(..).collect();
+        self.known.retain(|pid, _| seen.contains(pid));
+        scan
+    }
+}
+
+fn scan_with(mut cache: Option<&mut Scanner>) -> Scan {
+    use std::os::unix::fs::DirEntryExt;
     let mut scan = Scan::default();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         let mut link = PathBuf::from("/proc");
@@ -216,25 +257,42 @@ pub fn scan() -> Scan {
             let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            link.push(&name);
-            link.push("ns/net");
-            match std::fs::read_link(&link) {
-                Ok(target) => {
-                    let inode = target
-                        .to_str()
-                        .and_then(|t| t.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok());
-                    if let Some(inode) = inode {
-                        let found: &mut Found = scan.namespaces.entry(inode).or_default();
-                        found.pid = Some(found.pid.map_or(pid, |p| p.min(pid)));
+            let entry_inode = entry.ino();
+            let cached = cache.as_deref().and_then(|c| {
+                let &(known_entry, netns) = c.known.get(&pid)?;
+                (known_entry == entry_inode && pid % RECHECK_SCANS != c.round % RECHECK_SCANS)
+                    .then_some(netns)
+            });
+            let netns = match cached {
+                Some(netns) => netns,
+                None => {
+                    link.push(&name);
+                    link.push("ns/net");
+                    let read = std::fs::read_link(&link);
+                    link.pop();
+                    link.pop();
+                    link.pop();
+                    match read {
+                        Ok(target) => target
+                            .to_str()
+                            .and_then(|t| t.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()),
+                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
+                        // Exited meanwhile: neither found nor hidden.
+                        Err(_) => continue,
                     }
                 }
-                // A process that exited meanwhile is not hidden.
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => scan.hidden += 1,
-                Err(_) => {}
+            };
+            if let Some(cache) = cache.as_deref_mut() {
+                cache.known.insert(pid, (entry_inode, netns));
+                cache.seen.push(pid);
             }
-            link.pop();
-            link.pop();
-            link.pop();
+            match netns {
+                Some(inode) => {
+                    let found: &mut Found = scan.namespaces.entry(inode).or_default();
+                    found.pid = Some(found.pid.map_or(pid, |p| p.min(pid)));
+                }
+                None => scan.hidden += 1,
+            }
         }
     }
     let nsfs = std::fs::metadata("/proc/thread-self/ns/net")

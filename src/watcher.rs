@@ -90,11 +90,11 @@ pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// are watched: about 500 checks a second in all (two preads of about
 /// 2.5 µs each, so about 0.25 % of a CPU), however many namespaces. Up to
 /// 7 namespaces keep the 15 ms tick; 100 are checked every 200 ms.
-pub const CHECK_SPACING: Duration = Duration::from_millis(2);
+pub const CHECK_SPACING: Duration = Duration::from_millis(3);
 /// How many namespaces share the safety net's base period: beyond, it
 /// stretches with their number, so that 100 idle namespaces read their
 /// tables about 5 times a second in all, not 50.
-const SAFETY_SHARE: u32 = 10;
+const SAFETY_SHARE: u32 = 5;
 
 /// How many more reads [`Watcher::settle`] may take.
 const SETTLE_READS: usize = 12;
@@ -165,6 +165,8 @@ struct Namespaces {
     /// Whether the user was told that some processes' namespaces cannot be
     /// looked at.
     hidden_said: bool,
+    /// Finds the namespaces under `--all-netns`, remembering processes.
+    scanner: crate::netns::Scanner,
 }
 
 /// Which namespaces are watched.
@@ -1049,7 +1051,7 @@ impl Watcher {
                 rescanned.none_left = self.namespaces.watched.is_empty();
             }
             Scope::All => {
-                let scan = crate::netns::scan();
+                let scan = self.namespaces.scanner.scan();
                 if scan.hidden > 0 && !self.namespaces.hidden_said {
                     self.namespaces.hidden_said = true;
                     eprintln!(
