@@ -39,6 +39,16 @@ struct Member {
 
 impl Member {
     fn start(port: u16) -> Member {
+        Member::spawn(port, None)
+    }
+
+    /// Another process in `self`'s namespace, listening on `port` there.
+    fn join(&self, port: u16) -> Member {
+        Member::spawn(port, Some(self.ns_path()))
+    }
+
+    fn spawn(port: u16, into: Option<String>) -> Member {
+        let into = into.map(|path| std::fs::File::open(path).expect("the namespace file"));
         let mut command = Command::new("sh");
         command
             .args([
@@ -49,10 +59,17 @@ impl Member {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped());
-        // SAFETY: between fork and exec the closure only calls unshare.
+        // SAFETY: between fork and exec the closure only calls setns or
+        // unshare, on a descriptor it borrows.
         unsafe {
-            command.pre_exec(|| {
-                if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            command.pre_exec(move || {
+                let done = match &into {
+                    Some(file) => {
+                        libc::setns(std::os::fd::AsRawFd::as_raw_fd(file), libc::CLONE_NEWNET)
+                    }
+                    None => libc::unshare(libc::CLONE_NEWNET),
+                };
+                if done != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -401,4 +418,83 @@ fn all_netns_is_refused_where_it_cannot_apply() {
         assert_eq!(out.code(), 2, "{args:?}: {out}");
         assert!(out.stderr.contains(said), "{args:?}: {out}");
     }
+}
+
+#[test]
+fn export_counts_each_table_once_however_many_namespaces() {
+    let _ns = Netns::enter();
+    let (a, b) = (
+        Inside::listen(None, "127.0.0.1:80"),
+        Inside::listen(None, "127.0.0.1:80"),
+    );
+    let dir = std::env::temp_dir().join(format!(
+        "sockwatch-test-all-netns-export-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sockwatch.prom");
+    let textfile = path.display().to_string();
+    let _export = Running::start(
+        "netlink",
+        &[
+            "--netns",
+            &a.ns_path(),
+            "--netns",
+            &b.ns_path(),
+            "export",
+            "--textfile",
+            &textfile,
+        ],
+    );
+    let until = Instant::now() + PROMPTLY;
+    let text = loop {
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.contains("sockwatch_build_info") => break text,
+            _ => assert!(Instant::now() < until, "no textfile within {PROMPTLY:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // One series per table and source: a scraper refuses a repeated one.
+    let reads: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("sockwatch_reads_total{source=\"netlink\",table=\"tcp\"}"))
+        .collect();
+    assert_eq!(reads.len(), 1, "{text}");
+    let listening = text
+        .lines()
+        .filter(|l| l.starts_with("sockwatch_listening{") && l.contains("port=\"80\""))
+        .count();
+    assert_eq!(listening, 2, "one endpoint per namespace:\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_named_namespace_outlives_the_process_it_was_named_by() {
+    let _ns = Netns::enter();
+    let mut first = Member::start(47311);
+    let second = first.join(47312);
+    let label = first.label();
+    // /proc: read through the first process's /proc/PID/net, then through
+    // the second's once the first has exited.
+    let mut watch = Running::start("proc", &["--netns", &first.ns_path(), "watch"]);
+    let mut initial = watch.lines(2);
+    initial.sort();
+    assert_eq!(
+        initial,
+        [
+            tcp_line("socket", 47311, &label),
+            tcp_line("socket", 47312, &label)
+        ]
+    );
+    first.end();
+    assert_eq!(watch.line(), tcp_line("socket-closed", 47311, &label));
+    // Past a look at the namespaces (every second): not taken for gone.
+    watch.no_line_for(Duration::from_millis(1500));
+    // Still watched: a listener that comes later is seen.
+    let _third = second.join(47313);
+    assert_eq!(watch.line(), tcp_line("socket", 47313, &label));
+    let said = watch.stderr_so_far();
+    assert!(said.is_empty(), "{said:?}");
 }
