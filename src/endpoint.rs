@@ -248,6 +248,9 @@ pub struct NetnsInfo {
     pub name: Option<String>,
     /// The namespace's inode, where it could be seen.
     pub inode: Option<u64>,
+    /// Its cookie (`SO_NETNS_COOKIE`), where the kernel told it: unlike
+    /// the inode, never reused for another namespace.
+    pub cookie: Option<u64>,
     /// The id of the container whose process is in it, from that
     /// process's cgroup (docker, containerd/CRI, CRI-O, podman, LXC).
     pub container: Option<String>,

@@ -76,6 +76,7 @@ impl Serialize for JsonEvent<'_> {
                     serde_json::json!({
                         "name": event.value(Field::Netns).map(|v| v.json()),
                         "inode": tag.info.inode,
+                        "cookie": tag.info.cookie,
                         "container": tag.info.container,
                     })
                 });
@@ -281,6 +282,37 @@ mod tests {
                 r#""inodes":[7],"source":"netlink","time":"1970-01-01T00:00:00.000Z"}"#,
                 "\n"
             )
+        );
+    }
+
+    #[test]
+    fn a_namespace_is_named_in_text_and_identified_in_json() {
+        let mut event = event("127.0.0.1", None, None);
+        event.endpoint.netns = Some(crate::endpoint::NetnsTag {
+            id: 3,
+            info: std::sync::Arc::new(crate::endpoint::NetnsInfo {
+                label: "net:[4026532290]".into(),
+                name: None,
+                inode: Some(4026532290),
+                cookie: Some(4097),
+                container: Some("4f1c2b3a".into()),
+            }),
+        });
+        assert_eq!(
+            event.to_string(),
+            "socket PROTO=inet PORT=80 ADDR=127.0.0.1 TRANSPORT=tcp NETNS=net:[4026532290]"
+        );
+        let mut line = Vec::new();
+        event.write(Format::Json, &mut line).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            json["netns"],
+            serde_json::json!({
+                "name": "net:[4026532290]",
+                "inode": 4026532290u64,
+                "cookie": 4097,
+                "container": "4f1c2b3a",
+            })
         );
     }
 }

@@ -52,6 +52,7 @@ impl Target {
             label: Arc::clone(&self.label),
             name: self.name.clone(),
             inode: self.inode,
+            cookie: None,
             container: self.proc_root.as_deref().and_then(container_of_process),
         }
     }

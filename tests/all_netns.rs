@@ -220,11 +220,26 @@ fn json_gives_the_namespace_its_inode() {
     assert_eq!(out.code(), 0, "{out}");
     let events = out.json();
     assert_eq!(events.len(), 1, "{out}");
+    let netns = &events[0]["netns"];
     assert_eq!(
-        events[0]["netns"],
-        serde_json::json!({"name": member.label(), "inode": member.inode, "container": null}),
+        (&netns["name"], &netns["inode"], &netns["container"]),
+        (
+            &serde_json::json!(member.label()),
+            &serde_json::json!(member.inode),
+            &serde_json::Value::Null
+        ),
         "{out}"
     );
+    // Entered, so its cookie is known; another namespace's differs, even
+    // should it get the same inode once this one is freed.
+    let cookie = netns["cookie"].as_u64().unwrap_or_else(|| panic!("{out}"));
+    let other = Member::start(47303);
+    let condition = format!("socket PORT=47303 NETNS=net:?{}?", other.inode);
+    let out = run("auto", &["--all-netns", "list", "--json", &condition]);
+    let events = out.json();
+    assert_eq!(events.len(), 1, "{out}");
+    let other_cookie = events[0]["netns"]["cookie"].as_u64();
+    assert!(other_cookie.is_some_and(|c| c != cookie), "{cookie}: {out}");
 }
 
 #[test]

@@ -299,6 +299,14 @@ impl Sources {
                 .as_deref()
                 .map(|root| Sockstat::open(root, unix));
         }
+        // The cookie is known once a socket is made in the namespace.
+        let tag = place.tag.as_ref().map(|tag| NetnsTag {
+            id: tag.id,
+            info: Arc::new(crate::endpoint::NetnsInfo {
+                cookie: opened.cookie,
+                ..(*tag.info).clone()
+            }),
+        });
         let mut made: Vec<(Box<dyn Source>, bool)> = Vec::new();
         match (netlink, &place.proc_root) {
             (Some(netlink), Some(proc_root)) if self.choice == SourceChoice::Auto => {
@@ -329,7 +337,7 @@ impl Sources {
                     self.sources.len() - 1
                 }
             };
-            self.tags[slot] = place.tag.clone();
+            self.tags[slot] = tag.clone();
             self.netns_of[slot] = place.id;
             self.fallbacks[slot] = None;
             slots.push(slot);
