@@ -276,9 +276,9 @@ impl Watcher {
                 safety,
             };
         }
-        for (id, opened) in opened {
+        for (i, (id, opened)) in opened.into_iter().enumerate() {
             let cookie = opened.cookie;
-            let target = (id as usize).checked_sub(1).and_then(|i| targets.get(i));
+            let target = targets.get(i);
             let what = match target {
                 Some(target) => format!("the network namespace {}", target.label),
                 None => format!("{}/net/sockstat", options.proc_root.display()),

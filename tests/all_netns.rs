@@ -513,3 +513,22 @@ fn a_named_namespace_outlives_the_process_it_was_named_by() {
     let said = watch.stderr_so_far();
     assert!(said.is_empty(), "{said:?}");
 }
+
+#[test]
+fn our_own_namespace_named_is_not_tagged() {
+    let _ns = Netns::enter();
+    let _here = tcp("127.0.0.1:47314");
+    // This thread's namespace, as sockwatch (its child) has it too.
+    let path = format!(
+        "/proc/{}/task/{}/ns/net",
+        std::process::id(),
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() }
+    );
+    let out = run("auto", &["--netns", &path, "list", "socket PORT=47314"]);
+    assert_eq!(out.code(), 0, "{out}");
+    assert_lines(
+        &out.lines(),
+        &["socket PROTO=inet PORT=47314 ADDR=127.0.0.1 TRANSPORT=tcp"],
+    );
+}

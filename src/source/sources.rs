@@ -169,7 +169,8 @@ fn inside<T: Send>(file: &Path, make: impl FnOnce() -> T + Send) -> Result<T, So
 impl Sources {
     /// Opens the sources for `plan.tables`, in each namespace of
     /// `plan.netns` (none: the one of `plan.proc_root`), with ids 1, 2, ...
-    /// in order (0 without `plan.netns`). With `auto`, a netlink socket that
+    /// in order (0 without `plan.netns`, or when events do not name the
+    /// namespace). With `auto`, a netlink socket that
     /// cannot be opened means /proc for every table of its namespace, and a
     /// table whose dumps turn out to be refused moves to /proc at its first
     /// read. A namespace that no source can read is an error naming it.
@@ -191,7 +192,10 @@ impl Sources {
             };
             opened.push((0, sources.add_place(&place, None)?));
         } else {
-            for (id, target) in (1u32..).zip(plan.netns) {
+            // Untagged (one namespace, ours): its endpoints carry no
+            // namespace, so its tables are those of id 0.
+            let first = u32::from(plan.tagged);
+            for (id, target) in (first..).zip(plan.netns) {
                 opened.push((id, sources.add(id, target, plan.tagged)?));
             }
         }
