@@ -22,6 +22,11 @@
 //!   quiet namespace's occasional reads happen at once; only a namespace
 //!   whose counters move all the time is slowed down.
 //!
+//! Counters are per network namespace: with several watched (`--netns`,
+//! `--all-netns`), each has its own [`Sockstat`] and [`Gate`], and only a
+//! namespace whose counters moved has its tables read (the watcher spreads
+//! the checks and the safety nets when there are many).
+//!
 //! [`Gate`] holds the decision and is tested with scripted counters and
 //! costs; [`Sockstat`] reads the counters.
 

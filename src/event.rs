@@ -64,6 +64,16 @@ pub enum Format {
 /// `uid`, `inodes`, `source`, `time`.
 struct JsonEvent<'a>(&'a Event);
 
+/// The JSON `netns` object: what identifies a namespace from outside, in
+/// this order.
+#[derive(Serialize)]
+struct JsonNetns<'a> {
+    name: Option<serde_json::Value>,
+    inode: Option<u64>,
+    cookie: Option<u64>,
+    container: Option<&'a str>,
+}
+
 impl Serialize for JsonEvent<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let event = self.0;
@@ -72,13 +82,11 @@ impl Serialize for JsonEvent<'_> {
         for field in Field::ALL {
             if field == Field::Netns {
                 // More than its name: what identifies it from outside.
-                let netns = event.endpoint.netns.as_ref().map(|tag| {
-                    serde_json::json!({
-                        "name": event.value(Field::Netns).map(|v| v.json()),
-                        "inode": tag.info.inode,
-                        "cookie": tag.info.cookie,
-                        "container": tag.info.container,
-                    })
+                let netns = event.endpoint.netns.as_ref().map(|tag| JsonNetns {
+                    name: event.value(Field::Netns).map(|v| v.json()),
+                    inode: tag.info.inode,
+                    cookie: tag.info.cookie,
+                    container: tag.info.container.as_deref(),
                 });
                 map.serialize_entry(field.json_name(), &netns)?;
                 continue;

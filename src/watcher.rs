@@ -1122,6 +1122,15 @@ impl Watcher {
                                 }
                             }
                             let what = format!("the network namespace {}", target.label);
+                            if self.verbose && registry.is_some() {
+                                eprintln!(
+                                    "sockwatch: watching {what} too ({})",
+                                    opened.cookie.map_or_else(
+                                        || "no cookie: by inode".to_owned(),
+                                        |c| format!("cookie {c}")
+                                    )
+                                );
+                            }
                             self.namespaces.watched.push(Watched {
                                 id,
                                 target,
