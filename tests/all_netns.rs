@@ -532,3 +532,24 @@ fn our_own_namespace_named_is_not_tagged() {
         &["socket PROTO=inet PORT=47314 ADDR=127.0.0.1 TRANSPORT=tcp"],
     );
 }
+
+#[test]
+fn a_namespace_made_by_ip_netns_is_found_by_its_name() {
+    let _ns = Netns::enter();
+    let Some(named) = Named::try_add() else {
+        // Not root of the host: no name can be made; a namespace made by a
+        // process is found all the same.
+        let member = Member::start(47315);
+        let condition = format!("socket PORT=47315 NETNS=net:?{}?", member.inode);
+        let out = run("auto", &["--all-netns", "list", &condition]);
+        assert_eq!(out.code(), 0, "{out}");
+        assert_lines(&out.lines(), &[&tcp_line("socket", 47315, &member.label())]);
+        return;
+    };
+    // No process in it: only its mount under /run/netns holds it.
+    let _there = Inside::listen(Some(named.path()), "127.0.0.1:47315");
+    let condition = format!("socket PORT=47315 NETNS={}", named.name);
+    let out = run("auto", &["--all-netns", "list", &condition]);
+    assert_eq!(out.code(), 0, "{out}");
+    assert_lines(&out.lines(), &[&tcp_line("socket", 47315, &named.name)]);
+}
