@@ -346,6 +346,8 @@ impl Watcher {
         let now = Instant::now();
         for (i, counted) in gates.iter_mut().enumerate() {
             counted.gate.set_safety(period);
+            // Their reads together stay within one budget.
+            counted.gate.set_share(1.0 / f64::from(n.max(1)));
             if n > 1 {
                 counted
                     .gate
