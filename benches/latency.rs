@@ -164,6 +164,7 @@ fn through_library(
             refresh_owners: false,
             v6only_matters: false,
             netns: Vec::new(),
+            all_netns: false,
         })
         .unwrap();
         let mut first = true;

@@ -39,6 +39,7 @@ fn watcher(source: SourceChoice) -> Watcher {
         refresh_owners: false,
         v6only_matters: false,
         netns: Vec::new(),
+        all_netns: false,
     })
     .unwrap()
 }

@@ -70,6 +70,15 @@ pub struct Args {
     #[arg(long, global = true, value_name = "NAME|PATH")]
     netns: Vec<String>,
 
+    /// Watch every network namespace on the host (ours included), found
+    /// from /proc/*/ns/net, /run/netns and nsfs mounts, picked up within a
+    /// second or two as they appear and dropped as they go; events carry
+    /// NETNS=. Entering them needs CAP_SYS_ADMIN; without it, those with a
+    /// process whose /proc this user may read are read from there. Not for
+    /// run.
+    #[arg(long, global = true, conflicts_with = "netns")]
+    all_netns: bool,
+
     /// Say what sockwatch decides and skips, on stderr.
     #[arg(short, long, global = true)]
     verbose: bool,
@@ -382,6 +391,20 @@ fn options(
     processes: bool,
 ) -> anyhow::Result<Options> {
     let processes = processes || condition.is_some_and(Condition::uses_processes);
+    if args.all_netns {
+        if matches!(args.command, Command::Run(_)) {
+            return Err(UsageError(
+                "--all-netns does not apply to run: its service runs in our namespace".into(),
+            )
+            .into());
+        }
+        if args.proc_root != std::path::Path::new("/proc") {
+            return Err(UsageError(
+                "--all-netns and --proc-root both choose the namespace: give one of them".into(),
+            )
+            .into());
+        }
+    }
     if !args.netns.is_empty() {
         if matches!(args.command, Command::Run(_)) {
             return Err(UsageError(
@@ -417,6 +440,7 @@ fn options(
         refresh_owners: condition.is_some_and(Condition::uses_processes),
         v6only_matters: condition.is_some_and(Condition::depends_on_v6only),
         netns,
+        all_netns: args.all_netns,
     })
 }
 

@@ -22,6 +22,11 @@
 //!   quiet namespace's occasional reads happen at once; only a namespace
 //!   whose counters move all the time is slowed down.
 //!
+//! Counters are per network namespace: with several watched (`--netns`,
+//! `--all-netns`), each has its own [`Sockstat`] and [`Gate`], and only a
+//! namespace whose counters moved has its tables read (the watcher spreads
+//! the checks and the safety nets when there are many).
+//!
 //! [`Gate`] holds the decision and is tested with scripted counters and
 //! costs; [`Sockstat`] reads the counters.
 
@@ -192,6 +197,10 @@ pub struct Gate {
     refilled: Instant,
     /// When the last read started.
     last_read: Instant,
+    /// This gate's share of [`READ_BUDGET`] and [`READ_BURST`]: 1 alone;
+    /// `1/n` for each of `n` namespaces, so that their reads together stay
+    /// within the budget.
+    share: f64,
 }
 
 impl Gate {
@@ -205,6 +214,7 @@ impl Gate {
             safety,
             pending: None,
             tokens: READ_BURST.as_secs_f64(),
+            share: 1.0,
             refilled: now,
             last_read: now,
         }
@@ -213,6 +223,25 @@ impl Gate {
     /// How often the safety net reads.
     pub fn safety(&self) -> Duration {
         self.safety
+    }
+
+    /// Makes the safety net read at least every `safety` from now on.
+    pub fn set_safety(&mut self, safety: Duration) {
+        self.safety = safety;
+    }
+
+    /// Gives this gate `share` (0 to 1) of the read budget and burst: the
+    /// gates of several namespaces split them.
+    pub fn set_share(&mut self, share: f64) {
+        self.share = share.clamp(0.0, 1.0);
+        self.tokens = self.tokens.min(READ_BURST.as_secs_f64() * self.share);
+    }
+
+    /// Takes the last full read to have been at `at`: gates of several
+    /// namespaces are spread over their safety period this way, so that
+    /// their reads do not all fall in one tick.
+    pub fn set_last_full(&mut self, at: Instant) {
+        self.last_full = at;
     }
 
     /// Whether to read the tables now, given the counters just read (`None`
@@ -271,8 +300,8 @@ impl Gate {
     }
 
     fn refill(&mut self, now: Instant) {
-        let earned = now.duration_since(self.refilled).as_secs_f64() * READ_BUDGET;
-        self.tokens = (self.tokens + earned).min(READ_BURST.as_secs_f64());
+        let earned = now.duration_since(self.refilled).as_secs_f64() * READ_BUDGET * self.share;
+        self.tokens = (self.tokens + earned).min(READ_BURST.as_secs_f64() * self.share);
         self.refilled = self.refilled.max(now);
     }
 }
@@ -385,6 +414,28 @@ mod tests {
         assert_eq!(gate.check(start + 1500 * MS, counters(5)), None);
         assert_eq!(
             gate.check(start + 1640 * MS, counters(5)),
+            Some(Reason::Moved)
+        );
+    }
+
+    #[test]
+    fn gates_that_share_the_budget_are_paced_by_their_share() {
+        let start = Instant::now();
+        let mut gate = Gate::new(Duration::from_secs(60), start, counters(1));
+        // One of ten namespaces: a tenth of the 100 ms burst, refilled at a
+        // tenth of 5 % a second.
+        gate.set_share(0.1);
+        gate.note_read(start, 10 * MS, None);
+        assert_eq!(
+            gate.check(start + 15 * MS, counters(2)),
+            Some(Reason::Moved),
+            "a quiet namespace's read still happens at once"
+        );
+        gate.note_read(start + 15 * MS, 10 * MS, None);
+        // 10 ms owed at 0.5 % a second: 2 s; the pace caps it at 1 s.
+        assert_eq!(gate.check(start + 500 * MS, counters(3)), None, "paced");
+        assert_eq!(
+            gate.check(start + 1015 * MS, counters(3)),
             Some(Reason::Moved)
         );
     }

@@ -114,9 +114,11 @@ pub struct Table {
     pub transport: Transport,
     /// IPv4 or IPv6.
     pub family: Family,
-    /// Which watched network namespace, by its index among them (0 when
-    /// one is watched): each namespace's tables are read, and fail, apart.
-    pub netns: u16,
+    /// Which watched network namespace, by the id sockwatch gave it when
+    /// it began watching it (0 when only ours is watched; never reused
+    /// within a run, as namespaces come and go under `--all-netns`): each
+    /// namespace's tables are read, and fail, apart.
+    pub netns: u32,
 }
 
 impl Table {
@@ -148,7 +150,7 @@ impl Table {
     }
 
     /// The same table in the watched namespace `netns`.
-    pub const fn in_netns(self, netns: u16) -> Table {
+    pub const fn in_netns(self, netns: u32) -> Table {
         Table { netns, ..self }
     }
 }
@@ -210,15 +212,48 @@ impl UnixName {
 }
 
 /// The network namespace an endpoint listens in, when more than one is
-/// watched or the one watched is not ours: its index among the watched
-/// ones and its name as events give it (`NETNS=`), the `/run/netns` name
-/// where there is one, else the kernel's `net:[INODE]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// watched or the one watched is not ours: the id sockwatch gave it (as in
+/// [`Table::netns`]) and what is known of it. Two tags are the same
+/// namespace when their ids are: what is known of it (a container id found
+/// later) never changes an endpoint's identity.
+#[derive(Debug, Clone)]
 pub struct NetnsTag {
-    /// The index among the watched namespaces, as in [`Table::netns`].
-    pub index: u16,
-    /// The name events give it.
+    /// The id among the watched namespaces, as in [`Table::netns`].
+    pub id: u32,
+    /// What events say of it.
+    pub info: Arc<NetnsInfo>,
+}
+
+impl PartialEq for NetnsTag {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for NetnsTag {}
+
+impl std::hash::Hash for NetnsTag {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+/// What events say of a network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetnsInfo {
+    /// `NETNS=`: the `/run/netns` name where there is one, else the
+    /// kernel's `net:[INODE]`, else (inode unknown) the path as given.
     pub label: Arc<str>,
+    /// The `/run/netns` name, where there is one.
+    pub name: Option<String>,
+    /// The namespace's inode, where it could be seen.
+    pub inode: Option<u64>,
+    /// Its cookie (`SO_NETNS_COOKIE`), where the kernel told it: unlike
+    /// the inode, never reused for another namespace.
+    pub cookie: Option<u64>,
+    /// The id of the container whose process is in it, from that
+    /// process's cgroup (docker, containerd/CRI, CRI-O, podman, LXC).
+    pub container: Option<String>,
 }
 
 /// Where an endpoint listens.
@@ -302,13 +337,12 @@ impl Endpoint {
 
     /// The kernel table this endpoint lives in.
     pub fn table(&self) -> Table {
-        Table::new(self.transport, self.family())
-            .in_netns(self.netns.as_ref().map_or(0, |n| n.index))
+        Table::new(self.transport, self.family()).in_netns(self.netns.as_ref().map_or(0, |n| n.id))
     }
 
     /// The namespace's name as events give it, where it is shown.
     pub fn netns_label(&self) -> Option<&str> {
-        self.netns.as_ref().map(|n| &*n.label)
+        self.netns.as_ref().map(|n| &*n.info.label)
     }
 
     /// Whether it listens on every address of its family (`0.0.0.0`, `::`).
@@ -321,7 +355,7 @@ impl Ord for Endpoint {
     /// Listing order: namespace, transport, family, then port and address,
     /// or name.
     fn cmp(&self, other: &Self) -> Ordering {
-        let key = |e: &Endpoint| (e.netns.as_ref().map(|n| n.index), e.transport, e.family());
+        let key = |e: &Endpoint| (e.netns.as_ref().map(|n| n.id), e.transport, e.family());
         key(self)
             .cmp(&key(other))
             .then_with(|| match (&self.addr, &other.addr) {

@@ -64,12 +64,33 @@ pub enum Format {
 /// `uid`, `inodes`, `source`, `time`.
 struct JsonEvent<'a>(&'a Event);
 
+/// The JSON `netns` object: what identifies a namespace from outside, in
+/// this order.
+#[derive(Serialize)]
+struct JsonNetns<'a> {
+    name: Option<serde_json::Value>,
+    inode: Option<u64>,
+    cookie: Option<u64>,
+    container: Option<&'a str>,
+}
+
 impl Serialize for JsonEvent<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let event = self.0;
         let mut map = serializer.serialize_map(Some(Field::ALL.len() + 5))?;
         map.serialize_entry("event", event.kind.as_str())?;
         for field in Field::ALL {
+            if field == Field::Netns {
+                // More than its name: what identifies it from outside.
+                let netns = event.endpoint.netns.as_ref().map(|tag| JsonNetns {
+                    name: event.value(Field::Netns).map(|v| v.json()),
+                    inode: tag.info.inode,
+                    cookie: tag.info.cookie,
+                    container: tag.info.container.as_deref(),
+                });
+                map.serialize_entry(field.json_name(), &netns)?;
+                continue;
+            }
             let value = event.value(field).map(|v| v.json());
             map.serialize_entry(field.json_name(), &value)?;
         }
@@ -269,6 +290,37 @@ mod tests {
                 r#""inodes":[7],"source":"netlink","time":"1970-01-01T00:00:00.000Z"}"#,
                 "\n"
             )
+        );
+    }
+
+    #[test]
+    fn a_namespace_is_named_in_text_and_identified_in_json() {
+        let mut event = event("127.0.0.1", None, None);
+        event.endpoint.netns = Some(crate::endpoint::NetnsTag {
+            id: 3,
+            info: std::sync::Arc::new(crate::endpoint::NetnsInfo {
+                label: "net:[4026532290]".into(),
+                name: None,
+                inode: Some(4026532290),
+                cookie: Some(4097),
+                container: Some("4f1c2b3a".into()),
+            }),
+        });
+        assert_eq!(
+            event.to_string(),
+            "socket PROTO=inet PORT=80 ADDR=127.0.0.1 TRANSPORT=tcp NETNS=net:[4026532290]"
+        );
+        let mut line = Vec::new();
+        event.write(Format::Json, &mut line).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            json["netns"],
+            serde_json::json!({
+                "name": "net:[4026532290]",
+                "inode": 4026532290u64,
+                "cookie": 4097,
+                "container": "4f1c2b3a",
+            })
         );
     }
 }

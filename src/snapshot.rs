@@ -225,6 +225,26 @@ impl Snapshot {
         !still.is_empty()
     }
 
+    /// Closes every endpoint of the watched namespace `netns`, which is
+    /// gone (and its sockets with it), appending a `socket-closed` for
+    /// each.
+    pub fn close_netns(&mut self, netns: u32, now: SystemTime, events: &mut Vec<Event>) {
+        let gone: Vec<Endpoint> = self
+            .endpoints
+            .keys()
+            .filter(|e| e.table().netns == netns)
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for endpoint in gone {
+            let listener = self.endpoints.remove(&endpoint).expect("listed above");
+            events.push(Event::new(EventKind::SocketClosed, endpoint, listener, now));
+        }
+        self.index_cookies();
+    }
+
     /// Records who holds `endpoint`'s sockets.
     pub fn set_ownership(&mut self, endpoint: &Endpoint, ownership: Ownership) {
         if let Some(listener) = self.endpoints.get_mut(endpoint) {

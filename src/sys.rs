@@ -277,6 +277,33 @@ pub fn setns(namespace: BorrowedFd<'_>, nstype: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
+/// `SO_NETNS_COOKIE`: not in every libc crate yet.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The cookie of the network namespace `socket` was made in: unique for
+/// the life of the system, unlike the namespace's inode number, which is
+/// reused once it is freed (Linux 5.14; ENOPROTOOPT before).
+pub fn netns_cookie(socket: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes and outlive the call,
+    // and `len` holds the size of `cookie`; the descriptor is borrowed, so
+    // open.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
 /// Bounds every blocking receive on `socket` (SO_RCVTIMEO) by `timeout`
 /// (whole microseconds; zero would mean "no bound" to the kernel, so it is
 /// refused).

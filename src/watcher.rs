@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::condition::Truth;
 use crate::detect::{CHANGES_INTERVAL, Detect, Gate, NETLINK_SAFETY, PROC_SAFETY, Sockstat};
-use crate::endpoint::{Endpoint, Family, Socket, Table};
+use crate::endpoint::{Endpoint, Socket, Table};
 use crate::event::{Event, EventKind};
 use crate::process::{self, Ownership};
 pub use crate::snapshot::{Listener, Snapshot};
@@ -66,6 +66,9 @@ pub struct Options {
     /// The network namespaces named by `--netns` (none: the one of
     /// `proc_root`).
     pub netns: Vec<crate::netns::Target>,
+    /// Every network namespace of the host (`--all-netns`), as they come
+    /// and go.
+    pub all_netns: bool,
 }
 
 /// Why [`Watcher::run`] returned.
@@ -79,15 +82,21 @@ pub enum Stop {
     TimedOut,
 }
 
-/// The `/proc` whose `net/sockstat` counts the sockets of every watched
-/// namespace, where there is one.
-fn counters_root(options: &Options) -> Option<&std::path::Path> {
-    match options.netns.as_slice() {
-        [] => Some(&options.proc_root),
-        [one] => one.proc_root.as_deref(),
-        _ => None,
-    }
-}
+/// How often the set of namespaces is looked at again (`--all-netns`, and
+/// whether those named by `--netns` are still there): a new one is picked
+/// up, and a gone one released, within this.
+pub const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// The least time between two checks of one namespace's counters when many
+/// are watched: about 330 checks a second in all (a check is two preads,
+/// about 3.5 µs together, so about 0.12 % of a CPU), however many
+/// namespaces. Up to 5 namespaces keep the 15 ms tick; 100 are checked
+/// every 300 ms, which is then how late a new listener may be seen.
+pub const CHECK_SPACING: Duration = Duration::from_millis(3);
+/// How many namespaces share the safety net's base period: beyond, it
+/// stretches with their number, so that 100 idle namespaces read their
+/// tables about 2.5 times a second in all, not 50 (a UDP dump walks the
+/// whole host's hash, whichever namespace asks).
+const SAFETY_SHARE: u32 = 5;
 
 /// How many more reads [`Watcher::settle`] may take.
 const SETTLE_READS: usize = 12;
@@ -136,30 +145,115 @@ pub struct Watcher {
     checks: u64,
     /// Reads until the first answer (the first read and its settling).
     reads_at_first_answer: u64,
+    /// Which namespaces are watched, and how they come and go.
+    namespaces: Namespaces,
+}
+
+/// The namespaces watched, when they are not only ours.
+#[derive(Default)]
+struct Namespaces {
+    scope: Scope,
+    /// Each namespace watched, by id.
+    watched: Vec<Watched>,
+    /// The id of the next namespace to come.
+    next_id: u32,
+    /// Whether events carry `NETNS=`.
+    tagged: bool,
+    /// When to look for namespaces again.
+    next_scan: Option<Instant>,
+    /// Namespaces found that could not be read, by inode, with what held
+    /// them then: said once, tried again when that changes.
+    unreadable: std::collections::HashMap<u64, crate::netns::Found>,
+    /// Whether the user was told that some processes' namespaces cannot be
+    /// looked at.
+    hidden_said: bool,
+    /// Finds the namespaces under `--all-netns`, remembering processes.
+    scanner: crate::netns::Scanner,
+}
+
+/// Which namespaces are watched.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Ours, or the one of `--proc-root`: it lasts as long as we do.
+    #[default]
+    Own,
+    /// Those named by `--netns`: watched until they go.
+    Named,
+    /// Every one on the host (`--all-netns`), as they come and go.
+    All,
+}
+
+/// A namespace watched.
+struct Watched {
+    id: u32,
+    target: crate::netns::Target,
+    /// Its cookie, where the kernel tells it: the namespace's identity.
+    /// While we watch it through netlink our socket keeps it alive, so its
+    /// inode number cannot be reused meanwhile either.
+    cookie: Option<u64>,
 }
 
 /// How the watcher decides to read the tables.
 enum Detection {
     /// Every interval.
     Poll,
-    /// When the socket counters moved, a listener closed, or the safety net
-    /// is due (see [`crate::detect`]).
-    /// Boxed: the counters' buffers and the gate's state are large beside
-    /// `Poll`.
-    Changes { sockstat: Box<Sockstat>, gate: Gate },
+    /// When a namespace's socket counters moved, a listener in it closed,
+    /// or its safety net is due (see [`crate::detect`]): then that
+    /// namespace's tables are read, and only its.
+    Changes {
+        /// One per watched namespace.
+        gates: Vec<Counted>,
+        /// The safety net's base period (per namespace, stretched when there
+        /// are many: [`SAFETY_SHARE`]).
+        safety: Duration,
+    },
+}
+
+/// The change detection of one namespace.
+struct Counted {
+    /// Its id.
+    id: u32,
+    /// Its counters; `None` where they cannot be read (its tables are then
+    /// read as the gate's budget allows).
+    sockstat: Option<Box<Sockstat>>,
+    gate: Gate,
+}
+
+/// Which namespaces' tables are due to be read.
+enum Due {
+    Nothing,
+    All,
+    Netns(Vec<u32>),
 }
 
 impl Watcher {
     /// Opens the sources for `options.tables` (see [`Sources::open`]).
     pub fn open(options: &Options) -> anyhow::Result<Watcher> {
-        let sources = Sources::open(&Plan {
+        if options.detect == Detect::Kernel {
+            anyhow::bail!(
+                "--detect kernel: kernel triggers are not available in this build; use \
+                 --detect changes (socket counters) or poll"
+            );
+        }
+        let counters = matches!(options.detect, Detect::Auto | Detect::Changes);
+        let (scope, targets) = if options.all_netns {
+            (Scope::All, vec![crate::netns::own_target()?])
+        } else if options.netns.is_empty() {
+            (Scope::Own, Vec::new())
+        } else {
+            (Scope::Named, options.netns.clone())
+        };
+        let tagged = scope == Scope::All || crate::netns::tagged(&targets);
+        let (sources, opened) = Sources::open(&Plan {
             choice: options.source,
             tables: &options.tables,
             pushed: options.pushed,
             proc_root: &options.proc_root,
             announce: options.announce,
             verbose: options.verbose,
-            netns: &options.netns,
+            netns: &targets,
+            tagged,
+            counters,
         })?;
         let mut watcher = Watcher::with_sources(sources, options.verbose);
         if options.processes {
@@ -167,52 +261,101 @@ impl Watcher {
         }
         watcher.refresh_owners = options.refresh_owners;
         watcher.v6only_matters = options.v6only_matters;
-        watcher.detection = match options.detect {
-            Detect::Kernel => anyhow::bail!(
-                "--detect kernel: kernel triggers are not available in this build; use \
-                 --detect changes (socket counters) or poll"
-            ),
-            Detect::Poll => Detection::Poll,
-            // The counters are per namespace, read through a process in it:
-            // several namespaces, or one without a known process, are polled.
-            Detect::Auto | Detect::Changes if counters_root(options).is_none() => {
-                if options.verbose {
+        watcher.namespaces = Namespaces {
+            scope,
+            next_id: targets.len() as u32 + 1,
+            tagged,
+            ..Namespaces::default()
+        };
+        if counters {
+            let safety = if watcher.sources.reads_proc() {
+                PROC_SAFETY
+            } else {
+                NETLINK_SAFETY
+            };
+            watcher.detection = Detection::Changes {
+                gates: Vec::new(),
+                safety,
+            };
+        }
+        for (i, (id, opened)) in opened.into_iter().enumerate() {
+            let cookie = opened.cookie;
+            let target = targets.get(i);
+            let what = match target {
+                Some(target) => format!("the network namespace {}", target.label),
+                None => format!("{}/net/sockstat", options.proc_root.display()),
+            };
+            watcher.count(id, opened, &what);
+            if let Some(target) = target {
+                watcher.namespaces.watched.push(Watched {
+                    id,
+                    target: target.clone(),
+                    cookie,
+                });
+            }
+        }
+        if let Detection::Changes { gates, .. } = &watcher.detection
+            && scope == Scope::Own
+            && gates.iter().all(|g| g.sockstat.is_none())
+        {
+            // The one namespace's counters cannot be read: polling is
+            // cheaper than reading every tick through a blind gate.
+            watcher.detection = Detection::Poll;
+        }
+        if scope == Scope::All {
+            watcher.rescan(None, &mut Vec::new())?;
+        }
+        watcher.stagger();
+        Ok(watcher)
+    }
+
+    /// Starts the change detection of namespace `id` with what opening it
+    /// gave.
+    fn count(&mut self, id: u32, opened: crate::source::sources::Opened, what: &str) {
+        let Detection::Changes { gates, safety } = &mut self.detection else {
+            return;
+        };
+        let sockstat = match opened.counters {
+            Some(Ok(sockstat)) => Some(Box::new(sockstat)),
+            Some(Err(e)) => {
+                if self.verbose {
                     eprintln!(
-                        "sockwatch: the socket counters of the watched namespaces cannot be \
-                         read as one; reading the tables every interval instead"
+                        "sockwatch: cannot read the socket counters of {what} ({e}); reading \
+                         the tables every interval instead"
                     );
                 }
-                Detection::Poll
+                None
             }
-            Detect::Auto | Detect::Changes => match Sockstat::open(
-                counters_root(options).unwrap_or(&options.proc_root),
-                options.tables.iter().any(|t| t.family == Family::Unix),
-            ) {
-                Ok(sockstat) => {
-                    let safety = if watcher.sources.reads_proc() {
-                        PROC_SAFETY
-                    } else {
-                        NETLINK_SAFETY
-                    };
-                    let baseline = Some(sockstat.baseline);
-                    Detection::Changes {
-                        sockstat: Box::new(sockstat),
-                        gate: Gate::new(safety, Instant::now(), baseline),
-                    }
-                }
-                Err(e) => {
-                    if options.verbose {
-                        eprintln!(
-                            "sockwatch: cannot read the socket counters of {}/net/sockstat \
-                             ({e}); reading the tables every interval instead",
-                            options.proc_root.display()
-                        );
-                    }
-                    Detection::Poll
-                }
-            },
+            None => None,
         };
-        Ok(watcher)
+        let baseline = sockstat.as_ref().map(|s| s.baseline);
+        gates.push(Counted {
+            id,
+            sockstat,
+            gate: Gate::new(*safety, Instant::now(), baseline),
+        });
+    }
+
+    /// Spreads the namespaces' safety nets over their period, stretched
+    /// with their number (see [`SAFETY_SHARE`]), so that their reads do not
+    /// come all at once.
+    fn stagger(&mut self) {
+        let Detection::Changes { gates, safety } = &mut self.detection else {
+            return;
+        };
+        let n = gates.len() as u32;
+        let period = *safety * (n / SAFETY_SHARE).max(1);
+        let now = Instant::now();
+        for (i, counted) in gates.iter_mut().enumerate() {
+            counted.gate.set_safety(period);
+            // Their reads together stay within one budget.
+            counted.gate.set_share(1.0 / f64::from(n.max(1)));
+            if n > 1 {
+                counted
+                    .gate
+                    .set_last_full(now.checked_sub(period * i as u32 / n).unwrap_or(now));
+            }
+        }
     }
 
     /// A watcher over given sources.
@@ -234,6 +377,7 @@ impl Watcher {
             reads: 0,
             checks: 0,
             reads_at_first_answer: 0,
+            namespaces: Namespaces::default(),
         }
     }
 
@@ -243,6 +387,15 @@ impl Watcher {
         match self.detection {
             Detection::Changes { .. } => CHANGES_INTERVAL,
             Detection::Poll => self.sources.default_interval(long_running),
+        }
+    }
+
+    /// The time between two ticks: `interval`, stretched when many
+    /// namespaces' counters are checked each tick (see [`CHECK_SPACING`]).
+    fn tick(&self, interval: Duration) -> Duration {
+        match &self.detection {
+            Detection::Changes { gates, .. } => interval.max(CHECK_SPACING * gates.len() as u32),
+            Detection::Poll => interval,
         }
     }
 
@@ -258,23 +411,49 @@ impl Watcher {
     pub fn describe_detection(&self) -> String {
         match &self.detection {
             Detection::Poll => "new listeners by reading the tables every interval".into(),
-            Detection::Changes { gate, .. } => format!(
-                "new listeners by socket counters (net/sockstat), reading the tables when \
-                 they move and at least every {}",
-                humantime::format_duration(gate.safety())
-            ),
+            Detection::Changes { gates, safety } => {
+                let period = *safety * (gates.len() as u32 / SAFETY_SHARE).max(1);
+                let blind = gates.iter().filter(|g| g.sockstat.is_none()).count();
+                let mut text = format!(
+                    "new listeners by socket counters (net/sockstat), reading the tables when \
+                     they move and at least every {}",
+                    humantime::format_duration(period)
+                );
+                if gates.len() > 1 {
+                    text.push_str(&format!(", per namespace ({} namespaces", gates.len()));
+                    if blind > 0 {
+                        text.push_str(&format!(", {blind} without readable counters"));
+                    }
+                    text.push(')');
+                }
+                text
+            }
         }
     }
 
-    /// Whether the tables should be read now: always when polling; when the
-    /// counters moved (or a close or the safety net asks) with `changes`.
-    fn read_due(&mut self) -> bool {
+    /// Which namespaces' tables should be read now: all when polling; with
+    /// `changes`, those whose counters moved (or where a close or the
+    /// safety net asks).
+    fn read_due(&mut self) -> Due {
         match &mut self.detection {
-            Detection::Poll => true,
-            Detection::Changes { sockstat, gate } => {
-                self.checks += 1;
-                let counters = sockstat.read().ok();
-                gate.check(Instant::now(), counters).is_some()
+            Detection::Poll => Due::All,
+            Detection::Changes { gates, .. } => {
+                let now = Instant::now();
+                let mut due = Vec::new();
+                for counted in gates.iter_mut() {
+                    self.checks += 1;
+                    let counters = counted.sockstat.as_mut().and_then(|s| s.read().ok());
+                    if counted.gate.check(now, counters).is_some() {
+                        due.push(counted.id);
+                    }
+                }
+                if due.is_empty() {
+                    Due::Nothing
+                } else if due.len() == gates.len() {
+                    Due::All
+                } else {
+                    Due::Netns(due)
+                }
             }
         }
     }
@@ -302,18 +481,34 @@ impl Watcher {
     /// there is one, and is read again at once; what was known carries
     /// over, so endpoints that did not change cause no events.
     pub fn poll(&mut self, events: &mut Vec<Event>) -> anyhow::Result<()> {
+        self.poll_netns(events, None)
+    }
+
+    /// [`Watcher::poll`], of the namespaces `only` (every one: `None`): the
+    /// one call that reads "now", whoever decides it is due.
+    pub fn poll_netns(
+        &mut self,
+        events: &mut Vec<Event>,
+        only: Option<&[u32]>,
+    ) -> anyhow::Result<()> {
         let first_new = events.len();
         let now = SystemTime::now();
         let started = Instant::now();
         let cpu_before = crate::sys::thread_cpu_time();
         // What this read accounts for: the counters as they are before it.
-        let counters_before = match &mut self.detection {
-            Detection::Changes { sockstat, .. } => sockstat.read().ok(),
-            Detection::Poll => None,
-        };
+        let mut counters_before = Vec::new();
+        if let Detection::Changes { gates, .. } = &mut self.detection {
+            for counted in gates
+                .iter_mut()
+                .filter(|c| only.is_none_or(|ids| ids.contains(&c.id)))
+            {
+                let counters = counted.sockstat.as_mut().and_then(|s| s.read().ok());
+                counters_before.push((counted.id, counters));
+            }
+        }
         self.reads += 1;
         self.scratch.clear();
-        let read = self.sources.read(&mut self.scratch)?;
+        let read = self.sources.read_netns(&mut self.scratch, only)?;
 
         for table in read {
             let sockets = self
@@ -339,17 +534,22 @@ impl Watcher {
         }
         self.report_skipped();
         self.say_v6only_assumed();
-        if let Detection::Changes { gate, .. } = &mut self.detection {
+        if let Detection::Changes { gates, .. } = &mut self.detection {
             // The cost in CPU time, not wall time: on a loaded machine a
-            // read takes longer without costing more.
-            gate.note_read(
-                started,
-                crate::sys::thread_cpu_time() - cpu_before,
-                counters_before,
-            );
-            if self.sources.unsettled() {
-                // An absence waits for the next read to confirm it.
-                gate.force();
+            // read takes longer without costing more. Shared by the
+            // namespaces read.
+            let cost =
+                (crate::sys::thread_cpu_time() - cpu_before) / counters_before.len().max(1) as u32;
+            let unsettled = self.sources.unsettled();
+            for (id, before) in counters_before {
+                let Some(counted) = gates.iter_mut().find(|c| c.id == id) else {
+                    continue;
+                };
+                counted.gate.note_read(started, cost, before);
+                if unsettled {
+                    // An absence waits for the next read to confirm it.
+                    counted.gate.force();
+                }
             }
         }
         Ok(())
@@ -400,6 +600,11 @@ impl Watcher {
         for attempt in 0..3 {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(20));
+                // A namespace that could not be read may have gone since it
+                // was found: then it is no longer asked for.
+                if self.rescan(None, &mut events)?.none_left {
+                    anyhow::bail!("every network namespace watched is gone");
+                }
             }
             self.poll(&mut events)?;
             if self.complete() {
@@ -538,7 +743,10 @@ impl Watcher {
                 if self.verbose {
                     eprintln!("sockwatch: close events were lost; dumping again");
                 }
-                return self.poll(events);
+                return match self.sources.netns_of(source) {
+                    Some(id) => self.poll_netns(events, Some(&[id])),
+                    None => self.poll(events),
+                };
             }
             Err(e) => {
                 if self.verbose {
@@ -562,8 +770,11 @@ impl Watcher {
         if !events.is_empty() {
             // A listener closed: another may have opened in its place in the
             // same instant, which the counters would not show.
-            if let Detection::Changes { gate, .. } = &mut self.detection {
-                gate.force();
+            let id = self.sources.netns_of(source);
+            if let Detection::Changes { gates, .. } = &mut self.detection {
+                for counted in gates.iter_mut().filter(|c| Some(c.id) == id) {
+                    counted.gate.force();
+                }
             }
         }
         Ok(())
@@ -673,6 +884,9 @@ impl Watcher {
         let mut changes = Vec::new();
         self.poll(&mut changes)?;
         let mut reported = self.complete();
+        self.namespaces.next_scan = (self.namespaces.scope != Scope::Own)
+            .then(|| Instant::now().checked_add(SCAN_INTERVAL))
+            .flatten();
         if reported {
             self.settle(&mut changes, deadline)?;
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -681,6 +895,12 @@ impl Watcher {
             }
         }
         if self.verbose {
+            if self.namespaces.scope != Scope::Own {
+                eprintln!(
+                    "sockwatch: network namespaces: {}",
+                    self.describe_namespaces()
+                );
+            }
             eprintln!(
                 "sockwatch: watching {}, {}; {} endpoint(s) listening",
                 self.describe_routes(),
@@ -694,7 +914,7 @@ impl Watcher {
         }
         // None: beyond what the clock can hold, so never (checked, not `+`,
         // which panics there).
-        let mut next_poll = Instant::now().checked_add(interval);
+        let mut next_poll = Instant::now().checked_add(self.tick(interval));
         let mut ready = Events::with_capacity(16);
         loop {
             // Also seen here, not only as the descriptor's readiness: a wait
@@ -707,7 +927,11 @@ impl Watcher {
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(Stop::TimedOut);
             }
-            let wake = deadline.into_iter().chain(next_poll).min();
+            let wake = deadline
+                .into_iter()
+                .chain(next_poll)
+                .chain(self.namespaces.next_scan)
+                .min();
             match poll.poll(&mut ready, wake.map(|w| w.saturating_duration_since(now))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -731,15 +955,32 @@ impl Watcher {
                     Token(t) => self.read_pushed(t - FIRST_SOURCE, &mut changes)?,
                 }
             }
-            if next_poll.is_some_and(|t| Instant::now() >= t) {
-                if self.read_due() {
-                    self.poll(&mut changes)?;
-                } else if self.refresh_owners {
-                    // A rename or an exec moves no socket counter: a
-                    // condition on PID or COMM is kept current every tick.
-                    self.refresh_owners();
+            let mut none_left = false;
+            if self
+                .namespaces
+                .next_scan
+                .is_some_and(|t| Instant::now() >= t)
+            {
+                let rescanned = self.rescan(Some(poll.registry()), &mut changes)?;
+                if !rescanned.new.is_empty() {
+                    self.poll_netns(&mut changes, Some(&rescanned.new))?;
                 }
-                next_poll = Instant::now().checked_add(interval);
+                none_left = rescanned.none_left;
+                self.namespaces.next_scan = Instant::now().checked_add(SCAN_INTERVAL);
+            }
+            if next_poll.is_some_and(|t| Instant::now() >= t) {
+                match self.read_due() {
+                    Due::All => self.poll(&mut changes)?,
+                    Due::Netns(ids) => self.poll_netns(&mut changes, Some(&ids))?,
+                    Due::Nothing if self.refresh_owners => {
+                        // A rename or an exec moves no socket counter: a
+                        // condition on PID or COMM is kept current every
+                        // tick.
+                        self.refresh_owners();
+                    }
+                    Due::Nothing => {}
+                }
+                next_poll = Instant::now().checked_add(self.tick(interval));
             }
             if !reported {
                 // Still waiting for a first complete snapshot.
@@ -760,8 +1001,224 @@ impl Watcher {
             {
                 return Ok(Stop::Done);
             }
+            if none_left {
+                // Its closes were said above: nothing more can happen.
+                anyhow::bail!("every network namespace watched is gone");
+            }
         }
     }
+
+    /// Looks at the watched namespaces again: under `--all-netns`, opens
+    /// the sources of those that appeared (their tables are for the caller
+    /// to read: [`Rescanned::new`]) and drops those that went; with
+    /// `--netns`, drops those that cannot be reached any more, saying so.
+    /// A namespace dropped has its endpoints closed (`socket-closed`) and
+    /// every handle of ours in it released at once: our sockets and open
+    /// files in it keep it alive, and its veths up. New pushed descriptors
+    /// are registered with `registry`, and those of dropped namespaces
+    /// deregistered, where there is one.
+    fn rescan(
+        &mut self,
+        registry: Option<&mio::Registry>,
+        events: &mut Vec<Event>,
+    ) -> anyhow::Result<Rescanned> {
+        let mut rescanned = Rescanned::default();
+        match self.namespaces.scope {
+            Scope::Own => {}
+            Scope::Named => {
+                let mut scan: Option<crate::netns::Scan> = None;
+                let mut gone = Vec::new();
+                let mut moved = Vec::new();
+                for watched in &self.namespaces.watched {
+                    let reached = crate::netns::reach(&watched.target, || {
+                        scan.get_or_insert_with(crate::netns::scan).clone()
+                    });
+                    match reached {
+                        None => gone.push(watched.id),
+                        Some(target) if target != watched.target => {
+                            moved.push((watched.id, target));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for (id, target) in moved {
+                    self.move_netns(id, target);
+                }
+                for id in gone {
+                    let label = self.label_of(id);
+                    self.drop_netns(id, registry, events);
+                    eprintln!(
+                        "sockwatch: the network namespace {label} is gone (no process is in it \
+                         and no mount holds it); its endpoints are closed"
+                    );
+                }
+                rescanned.none_left = self.namespaces.watched.is_empty();
+            }
+            Scope::All => {
+                let scan = self.namespaces.scanner.scan();
+                if scan.hidden > 0 && !self.namespaces.hidden_said {
+                    self.namespaces.hidden_said = true;
+                    eprintln!(
+                        "sockwatch: cannot look at the network namespace of {} process(es) as uid \
+                         {} (permission denied: processes of other users, or more privileged \
+                         than sockwatch); namespaces that only they are in are not watched",
+                        scan.hidden,
+                        crate::sys::effective_uid()
+                    );
+                }
+                let gone: Vec<u32> = self
+                    .namespaces
+                    .watched
+                    .iter()
+                    .filter(|w| {
+                        w.target
+                            .inode
+                            .is_some_and(|inode| !scan.namespaces.contains_key(&inode))
+                    })
+                    .map(|w| w.id)
+                    .collect();
+                for id in gone {
+                    if self.verbose {
+                        eprintln!(
+                            "sockwatch: the network namespace {} is gone; its endpoints are closed",
+                            self.label_of(id)
+                        );
+                    }
+                    self.drop_netns(id, registry, events);
+                }
+                let mut moved = Vec::new();
+                for watched in &self.namespaces.watched {
+                    let reached = crate::netns::reach(&watched.target, || scan.clone());
+                    if let Some(target) = reached.filter(|t| *t != watched.target) {
+                        moved.push((watched.id, target));
+                    }
+                }
+                for (id, target) in moved {
+                    self.move_netns(id, target);
+                }
+                self.namespaces
+                    .unreadable
+                    .retain(|inode, _| scan.namespaces.contains_key(inode));
+                for (&inode, found) in &scan.namespaces {
+                    let known = self
+                        .namespaces
+                        .watched
+                        .iter()
+                        .any(|w| w.target.inode == Some(inode));
+                    if known || self.namespaces.unreadable.get(&inode) == Some(found) {
+                        continue;
+                    }
+                    let Some(target) = crate::netns::found_target(inode, found) else {
+                        continue;
+                    };
+                    let id = self.namespaces.next_id;
+                    match self.sources.add(id, &target, self.namespaces.tagged) {
+                        Ok(opened) => {
+                            self.namespaces.next_id += 1;
+                            self.namespaces.unreadable.remove(&inode);
+                            if let Some(registry) = registry {
+                                for (i, fd) in self.sources.pushed_fds_of(id) {
+                                    registry.register(
+                                        &mut SourceFd(&fd),
+                                        Token(FIRST_SOURCE + i),
+                                        Interest::READABLE,
+                                    )?;
+                                }
+                            }
+                            let what = format!("the network namespace {}", target.label);
+                            if self.verbose && registry.is_some() {
+                                eprintln!(
+                                    "sockwatch: watching {what} too ({})",
+                                    opened.cookie.map_or_else(
+                                        || "no cookie: by inode".to_owned(),
+                                        |c| format!("cookie {c}")
+                                    )
+                                );
+                            }
+                            self.namespaces.watched.push(Watched {
+                                id,
+                                target,
+                                cookie: opened.cookie,
+                            });
+                            self.count(id, opened, &what);
+                            rescanned.new.push(id);
+                        }
+                        // Gone meanwhile: nothing to say.
+                        Err(_) if crate::netns::inode_of(&target.file) != Some(inode) => {}
+                        Err(e) => {
+                            if !self.namespaces.unreadable.contains_key(&inode) {
+                                eprintln!("sockwatch: {e:#}; it is not watched");
+                            }
+                            self.namespaces.unreadable.insert(inode, found.clone());
+                        }
+                    }
+                }
+            }
+        }
+        self.stagger();
+        Ok(rescanned)
+    }
+
+    /// Reads namespace `id` through `target` from now on (the process whose
+    /// /proc it was read from exited; the namespace did not).
+    fn move_netns(&mut self, id: u32, target: crate::netns::Target) {
+        if let Some(root) = &target.proc_root {
+            self.sources.move_proc_root(id, root);
+        }
+        if let Some(watched) = self.namespaces.watched.iter_mut().find(|w| w.id == id) {
+            watched.target = target;
+        }
+    }
+
+    /// The name events give namespace `id`.
+    fn label_of(&self, id: u32) -> String {
+        self.namespaces
+            .watched
+            .iter()
+            .find(|w| w.id == id)
+            .map_or_else(String::new, |w| w.target.label.to_string())
+    }
+
+    /// Drops namespace `id`: its endpoints close, and every handle of ours
+    /// in it (netlink sockets, counter files) is closed now.
+    fn drop_netns(&mut self, id: u32, registry: Option<&mio::Registry>, events: &mut Vec<Event>) {
+        if let Some(registry) = registry {
+            for (_, fd) in self.sources.pushed_fds_of(id) {
+                // Before the descriptor closes, while it is still ours.
+                let _ = registry.deregister(&mut SourceFd(&fd));
+            }
+        }
+        self.sources.remove(id);
+        if let Detection::Changes { gates, .. } = &mut self.detection {
+            gates.retain(|c| c.id != id);
+        }
+        self.snapshot.close_netns(id, SystemTime::now(), events);
+        self.namespaces.watched.retain(|w| w.id != id);
+    }
+
+    /// The cookies of the watched namespaces, where the kernel told them,
+    /// by `NETNS=` name (for `-v`).
+    pub fn describe_namespaces(&self) -> String {
+        let parts: Vec<String> = self
+            .namespaces
+            .watched
+            .iter()
+            .map(|w| match w.cookie {
+                Some(cookie) => format!("{} (cookie {cookie})", w.target.label),
+                None => format!("{} (no cookie: by inode)", w.target.label),
+            })
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// What [`Watcher::rescan`] found.
+#[derive(Debug, Default)]
+struct Rescanned {
+    /// The ids of namespaces that appeared: their tables are to be read.
+    new: Vec<u32>,
+    /// Every namespace named by `--netns` is gone.
+    none_left: bool,
 }
 
 /// Says, under `-v`, how many new unix listeners could not be verified

@@ -4,6 +4,7 @@
 mod netns;
 mod support;
 
+mod all_netns;
 mod churn;
 mod cli;
 mod conditions;

@@ -537,6 +537,12 @@ impl Netlink {
         Ok(made)
     }
 
+    /// The cookie of the network namespace this socket was made in
+    /// (`SO_NETNS_COOKIE`, Linux 5.14), where the kernel tells it.
+    pub fn netns_cookie(&self) -> Option<u64> {
+        sys::netns_cookie(self.dump.as_fd()).ok()
+    }
+
     /// Opens the dump socket. Errors that mean "not here" (EPERM, EACCES,
     /// EAFNOSUPPORT, EPROTONOSUPPORT) come back as
     /// [`SourceError::Unavailable`].

@@ -96,11 +96,21 @@ impl Reads {
     ) {
         let mut tally = self.lock();
         let name = source.as_str();
+        // Counted per table, whichever namespace it is in: namespaces come
+        // and go under --all-netns, and the series must not grow with them.
         for &table in done {
-            tally.tables.entry((table, name)).or_default().done += 1;
+            tally
+                .tables
+                .entry((table.in_netns(0), name))
+                .or_default()
+                .done += 1;
         }
         for table in failed {
-            tally.tables.entry((table, name)).or_default().failed += 1;
+            tally
+                .tables
+                .entry((table.in_netns(0), name))
+                .or_default()
+                .failed += 1;
         }
         tally.costs.entry(name).or_default().add(took);
     }
@@ -109,7 +119,13 @@ impl Reads {
     pub(crate) fn set_routes(&self, routes: impl IntoIterator<Item = (Table, SourceKind)>) {
         let mut tally = self.lock();
         tally.routes.clear();
-        tally.routes.extend(routes);
+        // One entry per table, whichever namespace it is in (where they
+        // differ, the last namespace's source stands for all).
+        tally.routes.extend(
+            routes
+                .into_iter()
+                .map(|(table, kind)| (table.in_netns(0), kind)),
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
