@@ -84,7 +84,10 @@ impl fmt::Display for Unavailable {
                     .to_lowercase();
                 write!(f, "{} ({text})", errno_name(errno))?;
                 if matches!(errno, libc::EACCES | libc::EPERM) {
-                    write!(f, "; kernel triggers need root or CAP_PERFMON")?;
+                    write!(
+                        f,
+                        "; kernel triggers need root (or CAP_PERFMON and a readable tracefs)"
+                    )?;
                 }
                 Ok(())
             }
@@ -490,7 +493,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "perf_event_open of sock:inet_sock_set_state on cpu 0: EACCES (permission denied); \
-             kernel triggers need root or CAP_PERFMON"
+             kernel triggers need root (or CAP_PERFMON and a readable tracefs)"
         );
     }
 }

@@ -26,7 +26,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::condition::Truth;
-use crate::detect::{CHANGES_INTERVAL, Detect, Gate, NETLINK_SAFETY, PROC_SAFETY, Sockstat};
+use crate::detect::{
+    CHANGES_INTERVAL, Detect, Gate, KERNEL_SAFETY, NETLINK_SAFETY, PROC_SAFETY, Sockstat,
+};
 use crate::endpoint::{Endpoint, Family, Socket, Table};
 use crate::event::{Event, EventKind};
 use crate::process::{self, Ownership};
@@ -35,6 +37,7 @@ use crate::source::Pushed;
 pub use crate::source::sources::{NETLINK_INTERVAL, PROC_INTERVAL, SourceChoice};
 use crate::source::sources::{Plan, Sources};
 use crate::stop::StopSignals;
+use crate::trigger::Trigger;
 
 /// How to build a [`Watcher`].
 #[derive(Debug, Clone)]
@@ -101,6 +104,8 @@ const SETTLE_QUIET: usize = 3;
 const SETTLE_QUIET_PROC: usize = 5;
 
 const SIGNALS: Token = Token(0);
+/// The kernel trigger's descriptor (below the output's, above every source's).
+const TRIGGER: Token = Token(usize::MAX - 1);
 /// Pushed descriptors are registered as `Token(FIRST_SOURCE + source index)`.
 const FIRST_SOURCE: usize = 1;
 
@@ -147,6 +152,71 @@ enum Detection {
     /// Boxed: the counters' buffers and the gate's state are large beside
     /// `Poll`.
     Changes { sockstat: Box<Sockstat>, gate: Gate },
+    /// When a kernel trigger says so (see [`crate::trigger`]), and at a
+    /// slow safety net.
+    Kernel(Box<Kernel>),
+}
+
+/// Kernel-trigger detection: the trigger for inet listeners; for unix
+/// listeners, which no tracepoint announces, the socket counters' gate.
+struct Kernel {
+    trigger: Trigger,
+    /// With unix tables: their counters, checked every tick, and the gate,
+    /// whose safety net then covers every table.
+    unix: Option<(Box<Sockstat>, Gate)>,
+    /// The loop's tick: without unix tables, the safety net.
+    tick: Duration,
+    /// When the online CPUs were last looked at.
+    rescanned: Instant,
+}
+
+/// Opens kernel triggers for the tables of `options`, or says why not.
+fn open_kernel(options: &Options, reads_proc: bool) -> Result<Box<Kernel>, String> {
+    let inet = |t: &&Table| t.family != Family::Unix;
+    if !options.tables.iter().any(|t| inet(&t)) {
+        return Err(
+            "only unix tables are watched, and no tracepoint announces a unix \
+                    listener"
+                .into(),
+        );
+    }
+    let udp = options
+        .tables
+        .iter()
+        .filter(inet)
+        .any(|t| t.transport == crate::endpoint::Transport::Udp);
+    let unix = if options.tables.iter().any(|t| t.family == Family::Unix) {
+        let root = counters_root(options).ok_or(
+            "unix tables are watched, and the socket counters that stand in for a trigger \
+             there cannot be read as one for several namespaces",
+        )?;
+        let sockstat = Sockstat::open(root, true).map_err(|e| {
+            format!(
+                "unix tables are watched, and the socket counters that stand in for a \
+                 trigger there cannot be read ({}/net/sockstat: {e})",
+                root.display()
+            )
+        })?;
+        let safety = if reads_proc {
+            PROC_SAFETY
+        } else {
+            NETLINK_SAFETY
+        };
+        let baseline = Some(sockstat.baseline);
+        Some((
+            Box::new(sockstat),
+            Gate::new(safety, Instant::now(), baseline),
+        ))
+    } else {
+        None
+    };
+    let trigger = Trigger::open(crate::trigger::Config { udp }).map_err(|e| e.to_string())?;
+    Ok(Box::new(Kernel {
+        trigger,
+        unix,
+        tick: Duration::ZERO,
+        rescanned: Instant::now(),
+    }))
 }
 
 impl Watcher {
@@ -167,11 +237,30 @@ impl Watcher {
         }
         watcher.refresh_owners = options.refresh_owners;
         watcher.v6only_matters = options.v6only_matters;
+        // auto takes kernel triggers where they work, and says under -v why
+        // not otherwise.
+        let mut kernel = match options.detect {
+            Detect::Auto => open_kernel(options, watcher.sources.reads_proc())
+                .map_err(|why| {
+                    if options.verbose {
+                        eprintln!("sockwatch: not using kernel triggers: {why}");
+                    }
+                })
+                .ok(),
+            _ => None,
+        };
         watcher.detection = match options.detect {
-            Detect::Kernel => anyhow::bail!(
-                "--detect kernel: kernel triggers are not available in this build; use \
-                 --detect changes (socket counters) or poll"
+            Detect::Kernel => Detection::Kernel(
+                open_kernel(options, watcher.sources.reads_proc()).map_err(|why| {
+                    anyhow::anyhow!(
+                        "--detect kernel: kernel triggers cannot be used here: {why}; use \
+                         --detect changes (socket counters) or poll"
+                    )
+                })?,
             ),
+            Detect::Auto if kernel.is_some() => {
+                Detection::Kernel(kernel.take().expect("kernel triggers opened"))
+            }
             Detect::Poll => Detection::Poll,
             // The counters are per namespace, read through a process in it:
             // several namespaces, or one without a known process, are polled.
@@ -240,9 +329,22 @@ impl Watcher {
     /// The interval to poll at when the user did not choose one (see
     /// [`Sources::default_interval`]).
     pub fn default_interval(&self, long_running: bool) -> Duration {
-        match self.detection {
+        match &self.detection {
             Detection::Changes { .. } => CHANGES_INTERVAL,
+            Detection::Kernel(kernel) if kernel.unix.is_some() => CHANGES_INTERVAL,
+            // Nothing to check between reads: the tick is the safety net.
+            Detection::Kernel(_) if self.sources.reads_proc() => PROC_SAFETY,
+            Detection::Kernel(_) => KERNEL_SAFETY,
             Detection::Poll => self.sources.default_interval(long_running),
+        }
+    }
+
+    /// The interval for a caller that reads the tables itself at each
+    /// tick (`run`'s readiness checks), where no trigger wakes it.
+    pub fn default_self_polled_interval(&self) -> Duration {
+        match self.detection {
+            Detection::Kernel(_) => CHANGES_INTERVAL,
+            _ => self.default_interval(false),
         }
     }
 
@@ -251,6 +353,7 @@ impl Watcher {
         match self.detection {
             Detection::Poll => "poll",
             Detection::Changes { .. } => "changes",
+            Detection::Kernel(_) => "kernel",
         }
     }
 
@@ -263,14 +366,113 @@ impl Watcher {
                  they move and at least every {}",
                 humantime::format_duration(gate.safety())
             ),
+            Detection::Kernel(kernel) => {
+                let mut text = format!(
+                    "new listeners by kernel triggers (perf tracepoints on listen and bind, \
+                     {} CPU(s), read from {}), reading the tables at once",
+                    kernel.trigger.cpus(),
+                    kernel.trigger.place()
+                );
+                match &kernel.unix {
+                    Some((_, gate)) => text.push_str(&format!(
+                        "; unix listeners by socket counters (net/sockstat) every {}; every \
+                         table at least every {}",
+                        humantime::format_duration(kernel.tick),
+                        humantime::format_duration(gate.safety())
+                    )),
+                    None => text.push_str(&format!(
+                        " and at least every {}",
+                        humantime::format_duration(kernel.tick)
+                    )),
+                }
+                text
+            }
         }
     }
 
+    /// The socket counters and their gate, where they decide reads.
+    fn gate(&mut self) -> Option<(&mut Sockstat, &mut Gate)> {
+        match &mut self.detection {
+            Detection::Changes { sockstat, gate } => Some((sockstat, gate)),
+            Detection::Kernel(kernel) => kernel
+                .unix
+                .as_mut()
+                .map(|(sockstat, gate)| (&mut **sockstat, gate)),
+            Detection::Poll => None,
+        }
+    }
+
+    /// The kernel trigger's descriptor, when detection uses one.
+    fn trigger_fd(&self) -> Option<RawFd> {
+        match &self.detection {
+            Detection::Kernel(kernel) => Some(kernel.trigger.fd()),
+            _ => None,
+        }
+    }
+
+    /// When the kernel trigger next wants a read (scheduled after a storm,
+    /// or again for a listener not found yet).
+    fn trigger_deadline(&self) -> Option<Instant> {
+        match &self.detection {
+            Detection::Kernel(kernel) => kernel.trigger.next_deadline(),
+            _ => None,
+        }
+    }
+
+    /// The kernel trigger woke us (`woken`) or its deadline passed: reads
+    /// the tables if it says so, then tells it which of the listeners its
+    /// records announced the read found.
+    fn kernel_read(&mut self, woken: bool, events: &mut Vec<Event>) -> anyhow::Result<()> {
+        let Detection::Kernel(kernel) = &mut self.detection else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let need = if woken {
+            kernel.trigger.on_ready(now)
+        } else {
+            kernel.trigger.on_deadline(now)
+        };
+        if need.is_none() {
+            return Ok(());
+        }
+        let first = events.len();
+        self.poll(events)?;
+        let Detection::Kernel(kernel) = &mut self.detection else {
+            return Ok(());
+        };
+        let (snapshot, new) = (&self.snapshot, &events[first..]);
+        kernel
+            .trigger
+            .after_read(Instant::now(), |expect| found(snapshot, new, expect));
+        Ok(())
+    }
+
     /// Whether the tables should be read now: always when polling; when the
-    /// counters moved (or a close or the safety net asks) with `changes`.
+    /// counters moved (or a close or the safety net asks) with `changes`;
+    /// with kernel triggers, when the unix tables' counters moved, else at
+    /// every tick (the safety net).
     fn read_due(&mut self) -> bool {
         match &mut self.detection {
             Detection::Poll => true,
+            Detection::Kernel(kernel) => {
+                if kernel.rescanned.elapsed() >= KERNEL_SAFETY {
+                    kernel.rescanned = Instant::now();
+                    // CPUs that came online get rings of their own.
+                    if let Err(e) = kernel.trigger.rescan() {
+                        if self.verbose {
+                            eprintln!("sockwatch: kernel triggers: {e}");
+                        }
+                    }
+                }
+                match &mut kernel.unix {
+                    Some((sockstat, gate)) => {
+                        self.checks += 1;
+                        let counters = sockstat.read().ok();
+                        gate.check(Instant::now(), counters).is_some()
+                    }
+                    None => true,
+                }
+            }
             Detection::Changes { sockstat, gate } => {
                 self.checks += 1;
                 let counters = sockstat.read().ok();
@@ -307,10 +509,7 @@ impl Watcher {
         let started = Instant::now();
         let cpu_before = crate::sys::thread_cpu_time();
         // What this read accounts for: the counters as they are before it.
-        let counters_before = match &mut self.detection {
-            Detection::Changes { sockstat, .. } => sockstat.read().ok(),
-            Detection::Poll => None,
-        };
+        let counters_before = self.gate().and_then(|(sockstat, _)| sockstat.read().ok());
         self.reads += 1;
         self.scratch.clear();
         let read = self.sources.read(&mut self.scratch)?;
@@ -339,7 +538,8 @@ impl Watcher {
         }
         self.report_skipped();
         self.say_v6only_assumed();
-        if let Detection::Changes { gate, .. } = &mut self.detection {
+        let unsettled = self.sources.unsettled();
+        if let Some((_, gate)) = self.gate() {
             // The cost in CPU time, not wall time: on a loaded machine a
             // read takes longer without costing more.
             gate.note_read(
@@ -347,7 +547,7 @@ impl Watcher {
                 crate::sys::thread_cpu_time() - cpu_before,
                 counters_before,
             );
-            if self.sources.unsettled() {
+            if unsettled {
                 // An absence waits for the next read to confirm it.
                 gate.force();
             }
@@ -562,7 +762,7 @@ impl Watcher {
         if !events.is_empty() {
             // A listener closed: another may have opened in its place in the
             // same instant, which the counters would not show.
-            if let Detection::Changes { gate, .. } = &mut self.detection {
+            if let Some((_, gate)) = self.gate() {
                 gate.force();
             }
         }
@@ -623,9 +823,25 @@ impl Watcher {
     ) -> anyhow::Result<Stop> {
         let result = self.run_loop(stop, interval, deadline, output, on_change);
         if self.verbose {
+            let woken = match &self.detection {
+                Detection::Kernel(kernel) => {
+                    let stats = kernel.trigger.stats();
+                    format!(
+                        "; woken by the kernel {} time(s) ({} record(s), {} read(s) asked, {} \
+                         pause(s), {} record(s) lost, {} listener(s) not found)",
+                        stats.wakeups,
+                        stats.records,
+                        stats.reads,
+                        stats.pauses,
+                        stats.lost,
+                        stats.gave_up
+                    )
+                }
+                _ => String::new(),
+            };
             eprintln!(
                 "sockwatch: read the tables {} time(s), {} since the first answer; checked \
-                 the socket counters {} time(s)",
+                 the socket counters {} time(s){woken}",
                 self.reads,
                 self.reads - self.reads_at_first_answer,
                 self.checks
@@ -660,6 +876,14 @@ impl Watcher {
                 OUTPUT,
                 Interest::PRIORITY,
             );
+        }
+        if let Some(fd) = self.trigger_fd() {
+            poll.registry()
+                .register(&mut SourceFd(&fd), TRIGGER, Interest::READABLE)
+                .context("failed to wait for kernel triggers")?;
+        }
+        if let Detection::Kernel(kernel) = &mut self.detection {
+            kernel.tick = interval;
         }
         let pushed: Vec<(usize, RawFd)> = self.sources.pushed_fds();
         for &(i, fd) in &pushed {
@@ -707,7 +931,11 @@ impl Watcher {
             if deadline.is_some_and(|d| now >= d) {
                 return Ok(Stop::TimedOut);
             }
-            let wake = deadline.into_iter().chain(next_poll).min();
+            let wake = deadline
+                .into_iter()
+                .chain(next_poll)
+                .chain(self.trigger_deadline())
+                .min();
             match poll.poll(&mut ready, wake.map(|w| w.saturating_duration_since(now))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -728,8 +956,12 @@ impl Watcher {
                             return Ok(Stop::Done);
                         }
                     }
+                    TRIGGER => self.kernel_read(true, &mut changes)?,
                     Token(t) => self.read_pushed(t - FIRST_SOURCE, &mut changes)?,
                 }
+            }
+            if self.trigger_deadline().is_some_and(|t| Instant::now() >= t) {
+                self.kernel_read(false, &mut changes)?;
             }
             if next_poll.is_some_and(|t| Instant::now() >= t) {
                 if self.read_due() {
@@ -792,6 +1024,29 @@ fn say_unchecked_paths(events: &[Event]) {
                 crate::quote::quote(name.text())
             );
         }
+    }
+}
+
+/// Whether a read found a listener a trigger announced: a TCP endpoint of
+/// its family on its port among those known now, or, where the port was
+/// not known yet, a new TCP endpoint of its family among `new` events.
+fn found(snapshot: &Snapshot, new: &[Event], expect: &crate::trigger::Expect) -> bool {
+    let family = match expect.family {
+        crate::trigger::AF_INET => Family::Inet,
+        crate::trigger::AF_INET6 => Family::Inet6,
+        // Another family (none is filtered in): nothing to look for.
+        _ => return true,
+    };
+    let tcp_of_family = |e: &Endpoint| {
+        e.family() == family && e.table().transport == crate::endpoint::Transport::Tcp
+    };
+    match expect.port {
+        Some(port) => snapshot
+            .iter()
+            .any(|(e, _)| tcp_of_family(e) && e.port() == Some(port)),
+        None => new
+            .iter()
+            .any(|e| e.kind == EventKind::Socket && tcp_of_family(&e.endpoint)),
     }
 }
 
