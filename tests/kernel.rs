@@ -2,7 +2,7 @@
 //! or binds, and the tables are read at once.
 //!
 //! Whether this run may use perf is asked of the kernel, not assumed: the
-//! test process opens a CPU-wide perf event itself ([`perf_allowed`]). Where
+//! test process opens a CPU-wide perf event itself (`perf_allowed`). Where
 //! it may (root, as CI runs the suite), the kernel path is asserted; where
 //! it may not (an ordinary user: the suite's user namespace grants no
 //! CAP_PERFMON), the same tests assert the fallback instead: `auto` says why
@@ -16,35 +16,6 @@ use crate::support::*;
 /// How soon a triggered read must report a new listener. The safety net
 /// is set to minutes, so nothing else could.
 const AT_ONCE: Duration = Duration::from_millis(100);
-
-/// Whether this process may open a CPU-wide perf event (CAP_PERFMON, or
-/// root, over the initial user namespace): what kernel triggers need.
-fn perf_allowed() -> bool {
-    // perf_event_attr, version 0 (64 bytes): PERF_TYPE_SOFTWARE,
-    // PERF_COUNT_SW_CPU_CLOCK, disabled.
-    let mut attr = [0u8; 64];
-    attr[0..4].copy_from_slice(&1u32.to_ne_bytes());
-    attr[4..8].copy_from_slice(&64u32.to_ne_bytes());
-    attr[40..48].copy_from_slice(&1u64.to_ne_bytes());
-    // SAFETY: perf_event_open reads the 64-byte attr we pass, which lives
-    // across the call; the rest are integers. The descriptor is closed below.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            attr.as_ptr(),
-            -1 as libc::pid_t,
-            0 as libc::c_int,
-            -1 as libc::c_int,
-            libc::c_ulong::from(8u8), // PERF_FLAG_FD_CLOEXEC
-        )
-    };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: the descriptor was just returned to us and is closed once.
-    unsafe { libc::close(fd as libc::c_int) };
-    true
-}
 
 /// `watch --no-initial` of the inet tables, once watching: with kernel
 /// triggers and the safety net ten minutes away where perf is allowed, else
