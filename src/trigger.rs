@@ -290,9 +290,13 @@ impl Trigger {
     /// for its record to arrive with a wake-up.
     fn self_test(&mut self) -> Result<(), Unavailable> {
         let step = |e| Unavailable::new("self-test: listening on 127.0.0.1:0".into(), e);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .or_else(|_| std::net::TcpListener::bind("[::1]:0"))
-            .map_err(step)?;
+        // Closed at once: the record is written during listen(), and other
+        // watchers of this namespace should not have the time to see it.
+        drop(
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .or_else(|_| std::net::TcpListener::bind("[::1]:0"))
+                .map_err(step)?,
+        );
         let tid = crate::sys::thread_id();
         let deadline = Instant::now() + SELF_TEST;
         let mut woken = false;
@@ -323,7 +327,6 @@ impl Trigger {
                 ));
             }
         }
-        drop(listener);
         // The first full read, which follows, covers whatever came meanwhile.
         self.drain();
         self.records.clear();

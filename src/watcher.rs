@@ -238,9 +238,10 @@ impl Watcher {
         watcher.refresh_owners = options.refresh_owners;
         watcher.v6only_matters = options.v6only_matters;
         // auto takes kernel triggers where they work, and says under -v why
-        // not otherwise.
+        // not otherwise. A one-shot read (`list`; `run`, which polls by
+        // itself) has no loop for them to wake.
         let mut kernel = match options.detect {
-            Detect::Auto => open_kernel(options, watcher.sources.reads_proc())
+            Detect::Auto if options.pushed => open_kernel(options, watcher.sources.reads_proc())
                 .map_err(|why| {
                     if options.verbose {
                         eprintln!("sockwatch: not using kernel triggers: {why}");
