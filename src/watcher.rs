@@ -157,14 +157,15 @@ enum Detection {
     Kernel(Box<Kernel>),
 }
 
-/// Kernel-trigger detection: the trigger for inet listeners; for unix
-/// listeners, which no tracepoint announces, the socket counters' gate.
+/// Kernel-trigger detection: the trigger for inet listeners; for what no
+/// tracepoint announces (a unix listener; a close read from /proc, where
+/// none is pushed), the socket counters' gate.
 struct Kernel {
     trigger: Trigger,
-    /// With unix tables: their counters, checked every tick, and the gate,
-    /// whose safety net then covers every table.
-    unix: Option<(Box<Sockstat>, Gate)>,
-    /// The loop's tick: without unix tables, the safety net.
+    /// With unix tables or a table read from /proc: the counters, checked
+    /// every tick, and the gate, whose safety net then covers every table.
+    counters: Option<(Box<Sockstat>, Gate)>,
+    /// The loop's tick: without counters, the safety net.
     tick: Duration,
     /// When the online CPUs were last looked at.
     rescanned: Instant,
@@ -185,15 +186,23 @@ fn open_kernel(options: &Options, reads_proc: bool) -> Result<Box<Kernel>, Strin
         .iter()
         .filter(inet)
         .any(|t| t.transport == crate::endpoint::Transport::Udp);
-    let unix = if options.tables.iter().any(|t| t.family == Family::Unix) {
-        let root = counters_root(options).ok_or(
-            "unix tables are watched, and the socket counters that stand in for a trigger \
-             there cannot be read as one for several namespaces",
-        )?;
-        let sockstat = Sockstat::open(root, true).map_err(|e| {
+    let unix = options.tables.iter().any(|t| t.family == Family::Unix);
+    let counters = if unix || reads_proc {
+        let why = if unix {
+            "unix tables are watched"
+        } else {
+            "/proc, which pushes no close, is read"
+        };
+        let root = counters_root(options).ok_or_else(|| {
             format!(
-                "unix tables are watched, and the socket counters that stand in for a \
-                 trigger there cannot be read ({}/net/sockstat: {e})",
+                "{why}, and the socket counters that stand in for a trigger there cannot be \
+                 read as one for several namespaces"
+            )
+        })?;
+        let sockstat = Sockstat::open(root, unix).map_err(|e| {
+            format!(
+                "{why}, and the socket counters that stand in for a trigger there cannot be \
+                 read ({}/net/sockstat: {e})",
                 root.display()
             )
         })?;
@@ -213,7 +222,7 @@ fn open_kernel(options: &Options, reads_proc: bool) -> Result<Box<Kernel>, Strin
     let trigger = Trigger::open(crate::trigger::Config { udp }).map_err(|e| e.to_string())?;
     Ok(Box::new(Kernel {
         trigger,
-        unix,
+        counters,
         tick: Duration::ZERO,
         rescanned: Instant::now(),
     }))
@@ -332,7 +341,7 @@ impl Watcher {
     pub fn default_interval(&self, long_running: bool) -> Duration {
         match &self.detection {
             Detection::Changes { .. } => CHANGES_INTERVAL,
-            Detection::Kernel(kernel) if kernel.unix.is_some() => CHANGES_INTERVAL,
+            Detection::Kernel(kernel) if kernel.counters.is_some() => CHANGES_INTERVAL,
             // Nothing to check between reads: the tick is the safety net.
             Detection::Kernel(_) if self.sources.reads_proc() => PROC_SAFETY,
             Detection::Kernel(_) => KERNEL_SAFETY,
@@ -374,10 +383,11 @@ impl Watcher {
                     kernel.trigger.cpus(),
                     kernel.trigger.place()
                 );
-                match &kernel.unix {
+                match &kernel.counters {
                     Some((_, gate)) => text.push_str(&format!(
-                        "; unix listeners by socket counters (net/sockstat) every {}; every \
-                         table at least every {}",
+                        "; what no tracepoint announces (unix listeners, closes read from \
+                         /proc) by socket counters (net/sockstat) every {}; every table at \
+                         least every {}",
                         humantime::format_duration(kernel.tick),
                         humantime::format_duration(gate.safety())
                     )),
@@ -396,7 +406,7 @@ impl Watcher {
         match &mut self.detection {
             Detection::Changes { sockstat, gate } => Some((sockstat, gate)),
             Detection::Kernel(kernel) => kernel
-                .unix
+                .counters
                 .as_mut()
                 .map(|(sockstat, gate)| (&mut **sockstat, gate)),
             Detection::Poll => None,
@@ -450,8 +460,8 @@ impl Watcher {
 
     /// Whether the tables should be read now: always when polling; when the
     /// counters moved (or a close or the safety net asks) with `changes`;
-    /// with kernel triggers, when the unix tables' counters moved, else at
-    /// every tick (the safety net).
+    /// with kernel triggers, when the counters moved where they are kept,
+    /// else at every tick (the safety net).
     fn read_due(&mut self) -> bool {
         match &mut self.detection {
             Detection::Poll => true,
@@ -465,7 +475,7 @@ impl Watcher {
                         }
                     }
                 }
-                match &mut kernel.unix {
+                match &mut kernel.counters {
                     Some((sockstat, gate)) => {
                         self.checks += 1;
                         let counters = sockstat.read().ok();

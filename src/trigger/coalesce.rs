@@ -485,6 +485,37 @@ mod tests {
     }
 
     #[test]
+    fn a_scripted_ring_through_the_parser() {
+        use crate::trigger::records::{self, tests as ring};
+        // One wake-up's bytes: a bind begun and returned, a listener that
+        // the read will miss at first, and a connection's LISTEN ->
+        // SYN_RECV that the kernel filter would have dropped anyway.
+        let mut bytes = ring::sample(700, 9, (0, 0), 0, 0);
+        bytes.extend(ring::sample(699, 9, (0, 0), 0, 0));
+        bytes.extend(ring::sample(1581, 9, (7, 10), 10, 8443));
+        bytes.extend(ring::sample(1581, 9, (10, 3), 10, 8443));
+        let mut records = Vec::new();
+        assert_eq!(records::parse(&bytes, &ring::layout(), &mut records), 0);
+        let start = Instant::now();
+        let mut c = Coalescer::new(start);
+        for record in &records {
+            c.record(record);
+        }
+        assert_eq!(c.decide(start), Action::Read(Need::ALL));
+        let v6 = |e: &Expect| e.family == 10 && e.port == Some(8443);
+        c.after_read(start, |e| !v6(e));
+        let due = c.next_deadline().expect("the listener is read again");
+        assert_eq!(due - start, RETRIES[0]);
+        // The next wake-up's bytes: the kernel dropped some.
+        records.clear();
+        records::parse(&ring::lost(40), &ring::layout(), &mut records);
+        c.record(&records[0]);
+        assert_eq!(c.decide(start + 10 * US), Action::Read(Need::ALL));
+        c.after_read(start + 10 * US, |e| v6(e));
+        assert_eq!(c.next_deadline(), Some(due), "the re-read stays scheduled");
+    }
+
+    #[test]
     fn lost_records_read_everything() {
         let start = Instant::now();
         let mut c = Coalescer::new(start);
