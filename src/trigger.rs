@@ -9,9 +9,10 @@
 //! `syscalls:sys_enter_bind` filtered to inet-sized addresses (a netlink
 //! bind, as `ss` and `ip` make all the time, is 12 bytes) and to other
 //! threads than ours, and a silent `sys_exit_bind` (`ret == 0`) that says
-//! the bind is done. The events of a CPU share one ring
-//! (`PERF_EVENT_IOC_SET_OUTPUT`) and the rings one epoll descriptor: one
-//! descriptor for the caller's event loop.
+//! the bind is done. Per CPU, listens have a ring, and the bind pair
+//! another (`PERF_EVENT_IOC_SET_OUTPUT` sends the return into the entry's
+//! ring), so that a storm of binds pauses only theirs; all the rings share
+//! one epoll descriptor: one descriptor for the caller's event loop.
 //!
 //! A trigger only says *read now*: the tables (sock_diag, /proc) stay the
 //! only source of truth, and when a listener is not in them yet (the
@@ -41,13 +42,13 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use coalesce::{Action, Coalescer};
+use coalesce::{Action, Coalescer, Rings};
 pub use coalesce::{Expect, Need};
 use records::{Layout, Record};
 
 /// How long the self-test waits for its listener's record.
 pub const SELF_TEST: Duration = Duration::from_millis(100);
-/// Data pages per CPU ring (16 KiB with 4 KiB pages: about 150 records).
+/// Data pages per ring (16 KiB with 4 KiB pages: about 150 records).
 const RING_PAGES: usize = 4;
 /// `AF_INET`, `AF_INET6` as tracepoints record them.
 pub const AF_INET: u16 = libc::AF_INET as u16;
@@ -142,12 +143,25 @@ pub struct Stats {
     pub gave_up: u64,
 }
 
-/// The events of one CPU, writing into the ring of the first.
+/// The events of one CPU: `inet_sock_set_state` with a ring of its own;
+/// with UDP, the bind pair in a second ring (`sys_exit_bind` redirected
+/// into `sys_enter_bind`'s), which a bind storm may pause while listens
+/// still wake.
 struct Cpu {
     cpu: u32,
-    ring: crate::sys::PerfRing,
-    /// The bind events, redirected into `ring`.
-    _others: Vec<OwnedFd>,
+    listen: crate::sys::PerfRing,
+    bind: Option<crate::sys::PerfRing>,
+    /// `sys_exit_bind`, writing into `bind`.
+    _exit: Option<OwnedFd>,
+}
+
+impl Cpu {
+    fn ring(&self, rings: Rings) -> Option<&crate::sys::PerfRing> {
+        match rings {
+            Rings::Listen => Some(&self.listen),
+            Rings::Bind => self.bind.as_ref(),
+        }
+    }
 }
 
 /// Open tracepoints on every online CPU, their rings, and the decisions.
@@ -241,47 +255,61 @@ impl Trigger {
             true,
             SET_STATE_FILTER,
         )?;
-        let mut others = Vec::new();
-        if let (Some(enter), Some(exit)) = (&layout.enter_bind, &layout.exit_bind) {
-            others.push(open(
+        let map = |event: OwnedFd, what: &str| {
+            crate::sys::PerfRing::map(event, RING_PAGES)
+                .map_err(|e| Unavailable::new(format!("mapping the {what} ring of cpu {cpu}"), e))
+        };
+        let listen = map(set_state, "listen")?;
+        let (mut bind, mut exit) = (None, None);
+        if let (Some(enter_format), Some(exit_format)) = (&layout.enter_bind, &layout.exit_bind) {
+            let enter = open(
                 "syscalls:sys_enter_bind",
-                enter.id,
+                enter_format.id,
                 true,
                 &self.bind_filters.0,
-            )?);
-            others.push(open(
+            )?;
+            let exited = open(
                 "syscalls:sys_exit_bind",
-                exit.id,
+                exit_format.id,
                 false,
                 &self.bind_filters.1,
-            )?);
-        }
-        let ring = crate::sys::PerfRing::map(set_state, RING_PAGES)
-            .map_err(|e| Unavailable::new(format!("mapping the ring of cpu {cpu}"), e))?;
-        for other in &others {
-            crate::sys::perf_set_output(other.as_fd(), ring.event()).map_err(|e| {
+            )?;
+            let ring = map(enter, "bind")?;
+            crate::sys::perf_set_output(exited.as_fd(), ring.event()).map_err(|e| {
                 Unavailable::new(format!("PERF_EVENT_IOC_SET_OUTPUT on cpu {cpu}"), e)
             })?;
+            bind = Some(ring);
+            exit = Some(exited);
         }
-        for event in std::iter::once(ring.event()).chain(others.iter().map(AsFd::as_fd)) {
+        let events = [Some(listen.event()), bind.as_ref().map(|r| r.event())]
+            .into_iter()
+            .flatten()
+            .chain(exit.as_ref().map(AsFd::as_fd));
+        for event in events {
             crate::sys::perf_enable(event)
                 .map_err(|e| Unavailable::new(format!("enabling the events of cpu {cpu}"), e))?;
         }
-        self.inner
-            .registry()
-            .register(
-                &mut SourceFd(&ring.event().as_raw_fd()),
-                Token(cpu as usize),
-                Interest::READABLE,
-            )
-            .map_err(|e| Unavailable::new(format!("epoll_ctl for cpu {cpu}"), e))?;
-        if self.coalescer.paused() {
-            let _ = crate::sys::perf_pause_output(ring.event(), true);
+        let rings = [(Rings::Listen, Some(&listen)), (Rings::Bind, bind.as_ref())];
+        for (which, ring) in rings {
+            let Some(ring) = ring else { continue };
+            let token = Token(2 * cpu as usize + usize::from(which == Rings::Bind));
+            self.inner
+                .registry()
+                .register(
+                    &mut SourceFd(&ring.event().as_raw_fd()),
+                    token,
+                    Interest::READABLE,
+                )
+                .map_err(|e| Unavailable::new(format!("epoll_ctl for cpu {cpu}"), e))?;
+            if self.coalescer.paused(which) {
+                let _ = crate::sys::perf_pause_output(ring.event(), true);
+            }
         }
         self.cpus.push(Cpu {
             cpu,
-            ring,
-            _others: others,
+            listen,
+            bind,
+            _exit: exit,
         });
         Ok(())
     }
@@ -345,17 +373,30 @@ impl Trigger {
     fn drain(&mut self) {
         self.records.clear();
         for cpu in &mut self.cpus {
-            self.bytes.clear();
-            cpu.ring.take(&mut self.bytes);
-            records::parse(&self.bytes, &self.layout, &mut self.records);
+            let rings = [(false, Some(&mut cpu.listen)), (true, cpu.bind.as_mut())];
+            for (from_bind, ring) in rings {
+                let Some(ring) = ring else { continue };
+                self.bytes.clear();
+                ring.take(&mut self.bytes);
+                let first = self.records.len();
+                records::parse(&self.bytes, &self.layout, &mut self.records);
+                for record in &self.records[first..] {
+                    match record {
+                        // A bind ring's losses say nothing of listens.
+                        Record::Lost(n) if from_bind => {
+                            self.stats.lost += n;
+                            self.coalescer.lost_binds();
+                        }
+                        Record::Lost(n) => {
+                            self.stats.lost += n;
+                            self.coalescer.record(record);
+                        }
+                        _ => self.coalescer.record(record),
+                    }
+                }
+            }
         }
         self.stats.records += self.records.len() as u64;
-        for record in &self.records {
-            if let Record::Lost(n) = record {
-                self.stats.lost += n;
-            }
-            self.coalescer.record(record);
-        }
     }
 
     /// The descriptor was readable: takes the records, and says what to read
@@ -370,25 +411,27 @@ impl Trigger {
     }
 
     fn decide(&mut self, now: Instant) -> Option<Need> {
-        match self.coalescer.decide(now) {
-            Action::Wait => None,
-            Action::Read(need) => {
-                self.stats.reads += 1;
-                Some(need)
-            }
-            Action::Pause => {
-                self.stats.pauses += 1;
-                self.pause(true);
-                None
+        loop {
+            match self.coalescer.decide(now) {
+                Action::Wait => return None,
+                Action::Read(need) => {
+                    self.stats.reads += 1;
+                    return Some(need);
+                }
+                // Each kind pauses once, then the other may still read.
+                Action::Pause(rings) => {
+                    self.stats.pauses += 1;
+                    self.pause(rings, true);
+                }
             }
         }
     }
 
-    fn pause(&mut self, paused: bool) {
-        for cpu in &self.cpus {
+    fn pause(&mut self, rings: Rings, paused: bool) {
+        for ring in self.cpus.iter().filter_map(|cpu| cpu.ring(rings)) {
             // A ring that cannot be paused keeps waking us: the bucket
             // still paces the reads.
-            let _ = crate::sys::perf_pause_output(cpu.ring.event(), paused);
+            let _ = crate::sys::perf_pause_output(ring.event(), paused);
         }
     }
 
@@ -400,8 +443,8 @@ impl Trigger {
 
     /// A deadline passed: says what to read now, if anything.
     pub fn on_deadline(&mut self, now: Instant) -> Option<Need> {
-        if self.coalescer.due(now) {
-            self.pause(false);
+        for rings in self.coalescer.due(now) {
+            self.pause(rings, false);
         }
         // Silent records (a bind's return) wait in the rings.
         self.drain();

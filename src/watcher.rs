@@ -446,6 +446,14 @@ impl Watcher {
         if need.is_none() {
             return Ok(());
         }
+        if let Some((_, gate)) = self.gate() {
+            if !gate.allows_read(now) {
+                // Over the read budget (a storm of listens elsewhere, each
+                // costing a /proc read): the gate reads as the pace allows.
+                gate.force();
+                return Ok(());
+            }
+        }
         let first = events.len();
         self.poll(events)?;
         let Detection::Kernel(kernel) = &mut self.detection else {

@@ -4,13 +4,16 @@
 //! tables answers what. Three rules connect them, kept here apart from the
 //! rings so that they can be tested with scripted records and a scripted
 //! clock:
-//! - **Coalescing.** Reads are taken from a bucket of [`BURST`] tokens
-//!   refilled one per [`REFILL`]: a listener that appears alone is read at
+//! - **Coalescing.** Reads are taken from buckets of [`BURST`] tokens: one
+//!   for what listens (refilled one per [`REFILL`]), one for what binds
+//!   (one per [`BIND_REFILL`]). A listener that appears alone is read at
 //!   once; a storm of binds (a DNS resolver's client sockets, thousands a
-//!   second) empties the bucket, and then the rings are paused
+//!   second) empties the bind bucket, and then the bind rings are paused
 //!   (`PERF_EVENT_IOC_PAUSE_OUTPUT`: the kernel drops records instead of
-//!   waking us) and one read is scheduled for when a token is back. A
-//!   paused ring has lost records, so that read covers everything.
+//!   waking us) and one read is scheduled for when a token is back; listens
+//!   keep their own rings and bucket, so a TCP listener opened during the
+//!   storm is still read at once. A paused ring has lost records, so the
+//!   read after a pause covers its tables whatever they were.
 //! - **The race.** `inet_sock_set_state` fires before the socket is hashed,
 //!   and `sys_enter_bind` before the bind is done: a read at once may not
 //!   find the new listener. A listen whose (family, port) the read did not
@@ -26,8 +29,12 @@ use super::records::Record;
 
 /// Immediate reads before the bucket paces them.
 pub const BURST: u32 = 8;
-/// One more immediate read per this much time.
+/// One more immediate read for listens per this much time.
 pub const REFILL: Duration = Duration::from_millis(10);
+/// One more immediate read for binds per this much time: a bind storm is
+/// read at most 40 times a second (the binds of a storm are mostly
+/// bind(0), whose ports sockwatch does not report anyway).
+pub const BIND_REFILL: Duration = Duration::from_millis(25);
 /// When a read that missed an expected listener is tried again, after it.
 pub const RETRIES: [Duration; 3] = [
     Duration::from_micros(100),
@@ -71,6 +78,15 @@ pub struct Expect {
     pub port: Option<u16>,
 }
 
+/// Which rings: those of `inet_sock_set_state`, those of the bind pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rings {
+    /// The listen rings.
+    Listen,
+    /// The bind rings.
+    Bind,
+}
+
 /// What the trigger should do after [`Coalescer::decide`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -78,8 +94,53 @@ pub enum Action {
     Wait,
     /// Read these tables now.
     Read(Need),
-    /// Pause the rings; a read is due at the deadline.
-    Pause,
+    /// Pause these rings (a read is due at the deadline), then decide again.
+    Pause(Rings),
+}
+
+/// Immediate reads, refilled over time.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+    refill: Duration,
+    /// Paused until this scheduled read.
+    paused_until: Option<Instant>,
+}
+
+impl Bucket {
+    fn new(now: Instant, refill: Duration) -> Bucket {
+        Bucket {
+            tokens: f64::from(BURST),
+            refilled: now,
+            refill,
+            paused_until: None,
+        }
+    }
+
+    /// Takes a token, or pauses until one is back and returns false.
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.duration_since(self.refilled).as_secs_f64() / self.refill.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(f64::from(BURST));
+        self.refilled = self.refilled.max(now);
+        // (A scheduled read comes when the refill reaches one token, which
+        // rounding may leave a hair short of it.)
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
+            return true;
+        }
+        self.paused_until = Some(now + self.refill.mul_f64(1.0 - self.tokens));
+        false
+    }
+
+    /// Ends a pause that is due; true if it did.
+    fn resume(&mut self, now: Instant) -> bool {
+        if self.paused_until.is_some_and(|t| t <= now) {
+            self.paused_until = None;
+            return true;
+        }
+        false
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,8 +157,8 @@ struct Bind {
 /// re-reads scheduled, binds in flight.
 #[derive(Debug)]
 pub struct Coalescer {
-    tokens: f64,
-    refilled: Instant,
+    listen: Bucket,
+    bind: Bucket,
     /// Tables asked for and not read yet.
     pending: Need,
     /// Listeners the next read should find, with the re-reads spent on each.
@@ -107,8 +168,6 @@ pub struct Coalescer {
     /// Listeners to look for again at a time.
     retries: Vec<(Expect, usize, Instant)>,
     binds: Vec<Bind>,
-    /// The rings are paused until this read.
-    paused_until: Option<Instant>,
     /// Listeners given up on (another namespace, most likely).
     pub gave_up: u64,
 }
@@ -117,14 +176,13 @@ impl Coalescer {
     /// A full bucket at `now`.
     pub fn new(now: Instant) -> Coalescer {
         Coalescer {
-            tokens: f64::from(BURST),
-            refilled: now,
+            listen: Bucket::new(now, REFILL),
+            bind: Bucket::new(now, BIND_REFILL),
             pending: Need::default(),
             fresh: Vec::new(),
             checking: Vec::new(),
             retries: Vec::new(),
             binds: Vec::new(),
-            paused_until: None,
             gave_up: 0,
         }
     }
@@ -177,21 +235,27 @@ impl Coalescer {
         }
     }
 
-    /// Whether to read now, pause, or wait.
+    /// The bind rings lost records: UDP may have changed.
+    pub fn lost_binds(&mut self) {
+        self.pending.udp = true;
+    }
+
+    /// Whether to read now, pause some rings, or wait. A read covers every
+    /// table, whichever bucket paid for it.
     pub fn decide(&mut self, now: Instant) -> Action {
-        if self.paused_until.is_some() || !self.pending.any() {
-            return Action::Wait;
+        if self.pending.tcp && self.listen.paused_until.is_none() {
+            if self.listen.take(now) {
+                return Action::Read(self.take());
+            }
+            return Action::Pause(Rings::Listen);
         }
-        self.refill(now);
-        // (A scheduled read comes when the refill reaches one token, which
-        // rounding may leave a hair short of it.)
-        if self.tokens >= 1.0 - 1e-9 {
-            self.tokens = (self.tokens - 1.0).max(0.0);
-            return Action::Read(self.take());
+        if self.pending.udp && self.bind.paused_until.is_none() {
+            if self.bind.take(now) {
+                return Action::Read(self.take());
+            }
+            return Action::Pause(Rings::Bind);
         }
-        let wait = REFILL.mul_f64(1.0 - self.tokens);
-        self.paused_until = Some(now + wait);
-        Action::Pause
+        Action::Wait
     }
 
     /// The tables of the read being taken; what it should find is checked
@@ -207,17 +271,19 @@ impl Coalescer {
 
     /// When [`Coalescer::due`] should next be called.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.paused_until
+        self.listen
+            .paused_until
             .into_iter()
+            .chain(self.bind.paused_until)
             .chain(self.retries.iter().map(|r| r.2))
             .chain(self.binds.iter().filter_map(|b| b.due))
             .min()
     }
 
-    /// Moves what is due at `now` into the pending read. Returns true when
-    /// the pause ends: the caller resumes the rings (and takes what they
-    /// hold before deciding).
-    pub fn due(&mut self, now: Instant) -> bool {
+    /// Moves what is due at `now` into the pending read. Returns the rings
+    /// whose pause ends: the caller resumes them (and takes what they hold
+    /// before deciding).
+    pub fn due(&mut self, now: Instant) -> Vec<Rings> {
         let mut i = 0;
         while i < self.retries.len() {
             if self.retries[i].2 <= now {
@@ -234,13 +300,17 @@ impl Coalescer {
                 self.pending.udp = true;
             }
         }
-        if self.paused_until.is_some_and(|t| t <= now) {
-            self.paused_until = None;
-            // The rings dropped records while paused.
-            self.pending = Need::ALL;
-            return true;
+        // Paused rings dropped records.
+        let mut resumed = Vec::new();
+        if self.listen.resume(now) {
+            self.pending.tcp = true;
+            resumed.push(Rings::Listen);
         }
-        false
+        if self.bind.resume(now) {
+            self.pending.udp = true;
+            resumed.push(Rings::Bind);
+        }
+        resumed
     }
 
     /// After a read taken on [`Action::Read`]: `present` says whether the
@@ -276,15 +346,12 @@ impl Coalescer {
         self.gave_up += gave_up;
     }
 
-    /// Whether the rings are paused.
-    pub fn paused(&self) -> bool {
-        self.paused_until.is_some()
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let earned = now.duration_since(self.refilled).as_secs_f64() / REFILL.as_secs_f64();
-        self.tokens = (self.tokens + earned).min(f64::from(BURST));
-        self.refilled = self.refilled.max(now);
+    /// Whether these rings are paused.
+    pub fn paused(&self, rings: Rings) -> bool {
+        match rings {
+            Rings::Listen => self.listen.paused_until.is_some(),
+            Rings::Bind => self.bind.paused_until.is_some(),
+        }
     }
 }
 
@@ -293,7 +360,6 @@ mod tests {
     use super::*;
 
     const US: Duration = Duration::from_micros(1);
-    const MS: Duration = Duration::from_millis(1);
 
     fn listen(port: u16) -> Record {
         Record::Listen {
@@ -328,54 +394,69 @@ mod tests {
         assert_eq!(c.decide(start), Action::Wait);
     }
 
-    #[test]
-    fn a_storm_is_coalesced_into_paced_reads() {
-        // 3,000 binds a second for one second, one record per wake-up.
+    /// 3,000 binds a second for a second, one record pair per wake-up
+    /// while the bind rings are not paused, and a TCP listener every 100 ms
+    /// on the listen rings: the reads and pauses, and how late each
+    /// listener was read.
+    fn storm() -> (u32, u32, Vec<Duration>) {
         let start = Instant::now();
         let mut c = Coalescer::new(start);
-        let (mut reads, mut pauses, mut paused_at) = (0, 0, None);
+        let (mut reads, mut pauses, mut late) = (0, 0, Vec::new());
+        let mut waiting: Option<Instant> = None;
+        let mut read = |c: &mut Coalescer, now: Instant, waiting: &mut Option<Instant>| {
+            reads += 1;
+            if let Some(since) = waiting.take() {
+                late.push(now - since);
+            }
+            c.after_read(now, |_| true);
+        };
         for i in 0..3000u32 {
             let now = start + i * 333 * US;
-            if let Some(deadline) = c.next_deadline().filter(|&d| d <= now) {
-                if c.due(deadline) {
-                    paused_at = None;
-                }
-                match c.decide(deadline) {
-                    Action::Read(_) => {
-                        reads += 1;
-                        c.after_read(deadline, |_| true);
+            while let Some(deadline) = c.next_deadline().filter(|&d| d <= now) {
+                c.due(deadline);
+                loop {
+                    match c.decide(deadline) {
+                        Action::Read(_) => read(&mut c, deadline, &mut waiting),
+                        Action::Pause(_) => pauses += 1,
+                        Action::Wait => break,
                     }
-                    Action::Pause => paused_at = Some(deadline),
-                    Action::Wait => {}
                 }
             }
-            if paused_at.is_some() {
-                continue; // a paused ring records nothing
+            if i % 300 == 0 {
+                c.record(&listen(8000 + i as u16));
+                waiting = Some(now);
             }
-            c.record(&Record::BindEnter { pid: i });
-            c.record(&Record::BindExit { pid: i });
-            match c.decide(now) {
-                Action::Read(need) => {
-                    assert!(need.udp);
-                    reads += 1;
-                    c.after_read(now, |_| true);
+            if !c.paused(Rings::Bind) {
+                c.record(&Record::BindEnter { pid: i });
+                c.record(&Record::BindExit { pid: i });
+            }
+            loop {
+                match c.decide(now) {
+                    Action::Read(_) => read(&mut c, now, &mut waiting),
+                    Action::Pause(rings) => {
+                        assert_eq!(rings, Rings::Bind, "listens have their own bucket");
+                        pauses += 1;
+                    }
+                    Action::Wait => break,
                 }
-                Action::Pause => {
-                    pauses += 1;
-                    paused_at = Some(now);
-                    let due = c.next_deadline().unwrap();
-                    assert!(due - now <= REFILL, "one read within a refill");
-                }
-                Action::Wait => panic!("a record while not paused is read or paused"),
             }
         }
-        // The burst, then about one read per refill.
-        assert!((100..=120).contains(&reads), "{reads} reads");
-        assert!(pauses >= 90, "{pauses} pauses");
+        (reads, pauses, late)
     }
 
     #[test]
-    fn the_read_after_a_pause_covers_every_table() {
+    fn a_storm_is_coalesced_into_paced_reads() {
+        let (reads, pauses, late) = storm();
+        // The bind burst, then one read per bind refill (40 a second); the
+        // listeners are read at once, with tokens of their own.
+        assert!((45..=60).contains(&reads), "{reads} reads");
+        assert!(pauses >= 30, "{pauses} pauses");
+        assert_eq!(late.len(), 10, "every listener read");
+        assert!(late.iter().all(|l| l.is_zero()), "{late:?}");
+    }
+
+    #[test]
+    fn the_read_after_a_pause_covers_the_paused_tables() {
         let start = Instant::now();
         let mut c = Coalescer::new(start);
         for _ in 0..BURST {
@@ -385,15 +466,41 @@ mod tests {
             c.after_read(start, |_| true);
         }
         c.record(&Record::BindEnter { pid: 9 });
-        assert_eq!(c.decide(start), Action::Pause);
-        assert!(c.paused());
+        assert_eq!(c.decide(start), Action::Pause(Rings::Bind));
+        assert!(c.paused(Rings::Bind) && !c.paused(Rings::Listen));
+        assert_eq!(c.decide(start), Action::Wait);
+        let due = c.next_deadline().unwrap();
+        assert_eq!(due - start, BIND_REFILL);
+        assert!(c.due(due - US).is_empty());
+        assert_eq!(c.due(due), [Rings::Bind], "the pause ends");
+        assert_eq!(
+            c.decide(due),
+            Action::Read(Need {
+                tcp: false,
+                udp: true
+            })
+        );
+    }
+
+    #[test]
+    fn a_storm_of_listens_elsewhere_pauses_the_listen_rings() {
+        // Tracepoints are global: another namespace's churn of listeners.
+        let start = Instant::now();
+        let mut c = Coalescer::new(start);
+        for port in 0..BURST as u16 {
+            c.record(&listen(9000 + port));
+            assert!(matches!(c.decide(start), Action::Read(_)));
+            c.after_read(start, |_| true);
+        }
+        c.record(&listen(9999));
+        assert_eq!(c.decide(start), Action::Pause(Rings::Listen));
         let due = c.next_deadline().unwrap();
         assert_eq!(due - start, REFILL);
-        c.record(&listen(80)); // arrived before the pause took hold
-        assert_eq!(c.decide(start + MS), Action::Wait, "paused");
-        assert!(!c.due(due - US));
-        assert!(c.due(due), "the pause ends");
-        assert_eq!(c.decide(due), Action::Read(Need::ALL));
+        assert_eq!(c.due(due), [Rings::Listen]);
+        assert!(matches!(
+            c.decide(due),
+            Action::Read(Need { tcp: true, .. })
+        ));
     }
 
     #[test]
@@ -407,7 +514,7 @@ mod tests {
             c.after_read(now, |_| false);
             let due = c.next_deadline().expect("a re-read");
             assert_eq!(due - now, wait);
-            assert!(!c.due(due - US) && c.decide(due - US) == Action::Wait);
+            assert!(c.due(due - US).is_empty() && c.decide(due - US) == Action::Wait);
             c.due(due);
             assert!(matches!(
                 c.decide(due),
