@@ -111,13 +111,14 @@ fn trials(
     (appear, close)
 }
 
-/// Trials of /proc with `changes` are spaced by 1.5 s of quiet, fewer of
+/// Trials of /proc with `changes` or `kernel` are spaced by 1.5 s of quiet, fewer of
 /// them: back to back they are a namespace whose counters move all the
 /// time, where reads are paced by their cost (the read budget refills at
 /// 5 % of a CPU, and a /proc close costs about 80 ms of reads to confirm);
 /// spaced, they measure a quiet namespace, as the target says.
 fn quiet_trials(source: &str, detect: &str, n: usize) -> (usize, Duration) {
-    if source == "proc" && detect == "changes" {
+    // Kernel triggers keep the counters' gate, and its budget, with /proc.
+    if source == "proc" && detect != "poll" {
         (n.min(30), Duration::from_millis(1500))
     } else {
         (n, Duration::ZERO)
