@@ -4,14 +4,25 @@
 //! reads and parses /proc/net/tcp* in full (the procfs crate) at the same
 //! interval, in a thread of this process.
 //!
+//! Kernel triggers are measured beside them: every table (the unix tables
+//! keep the counters' 15 ms check), and the inet tables alone (no tick at
+//! all); then, with `ss` binding a netlink socket every 100 ms (noise that
+//! must not wake anyone), the inet watches of each detection; then two
+//! storms: 3,000 UDP bind(0)/close a second (CPU, and how soon listeners
+//! opened during it are reported) and 20,000 TCP connect/close a second
+//! (how often the kernel woke sockwatch: it should not, for connections).
+//!
 //! Run: `cargo bench --bench idle` (as root). SECONDS=N changes the
-//! measuring time (default 10).
+//! measuring time (default 10; the storms last 5 s).
 
 #[path = "support/lab.rs"]
 mod lab;
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -54,14 +65,18 @@ fn main() {
     );
     println!("| poller | CPU per second | share of one CPU | peak RSS |");
     println!("|---|---|---|---|");
-    for (source, detect) in [
-        ("netlink", "changes"),
-        ("netlink", "poll"),
-        ("proc", "changes"),
-        ("proc", "poll"),
+    for (source, detect, condition) in [
+        ("netlink", "kernel", None),
+        ("netlink", "kernel", Some(INET)),
+        ("netlink", "changes", None),
+        ("netlink", "poll", None),
+        ("proc", "kernel", Some(INET)),
+        ("proc", "changes", None),
+        ("proc", "poll", None),
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sockwatch"))
             .args(["--source", source, "--detect", detect, "watch"])
+            .args(condition)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -73,8 +88,9 @@ fn main() {
         let _ = child.kill();
         let _ = child.wait();
         let per_second = used.as_secs_f64() / window.as_secs_f64();
+        let condition = condition.map(|c| format!(" '{c}'")).unwrap_or_default();
         println!(
-            "| sockwatch watch --source {source} --detect {detect} | {:.0} µs | {:.3} % | {rss} KiB |",
+            "| sockwatch watch --source {source} --detect {detect}{condition} | {:.0} µs | {:.3} % | {rss} KiB |",
             per_second * 1e6,
             per_second * 100.0
         );
@@ -122,6 +138,211 @@ fn main() {
     }
     busy_proc(window);
     drop(lab);
+    let _lab = lab::Lab::new(10, 0);
+    with_netlink_noise(window);
+    udp_bind_storm();
+    tcp_connect_storm();
+}
+
+/// The inet tables only: no unix table, so kernel triggers need no tick.
+const INET: &str = "socket PROTO=inet*";
+/// How long each storm lasts.
+const STORM: Duration = Duration::from_secs(5);
+
+/// `sockwatch -v --detect DETECT watch --no-initial 'socket PROTO=inet*'`,
+/// its stdout piped.
+fn inet_watch(detect: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sockwatch"))
+        .args(["-v", "--detect", detect, "watch", "--no-initial", INET])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Ends `child` with SIGTERM and returns what `-v` said of its reads and
+/// wake-ups (the last line of its stderr).
+fn counts_at_end(mut child: Child) -> String {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let _ = child.wait();
+    stderr
+        .lines()
+        .rfind(|l| l.contains("read the tables"))
+        .unwrap_or("")
+        .trim_start_matches("sockwatch: ")
+        .to_owned()
+}
+
+/// CPU share of `child` over `window`, in percent of one CPU.
+fn share_over(child: &Child, window: Duration, during: impl FnOnce()) -> f64 {
+    let before = cpu_of(child.id());
+    let began = Instant::now();
+    during();
+    thread::sleep(window.saturating_sub(began.elapsed()));
+    let used = cpu_of(child.id()) - before;
+    used.as_secs_f64() / began.elapsed().as_secs_f64() * 100.0
+}
+
+/// Idle cost with `ss` listing sockets every 100 ms (each run binds a
+/// netlink socket: a bind that kernel triggers filter out by its length).
+fn with_netlink_noise(window: Duration) {
+    println!();
+    println!(
+        "Idle, inet tables only, with `ss -tln` every 100 ms; {} s each",
+        window.as_secs()
+    );
+    println!("| detect | CPU per second | share of one CPU | -v at the end |");
+    println!("|---|---|---|---|");
+    for detect in ["kernel", "changes", "poll"] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let noise = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = Command::new("ss")
+                        .arg("-tln")
+                        .stdout(Stdio::null())
+                        .status();
+                    thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let child = inet_watch(detect);
+        thread::sleep(Duration::from_secs(1));
+        let share = share_over(&child, window, || {});
+        stop.store(true, Ordering::Relaxed);
+        noise.join().unwrap();
+        let counts = counts_at_end(child);
+        println!(
+            "| {detect} | {:.0} µs | {share:.3} % | {counts} |",
+            share * 1e4
+        );
+    }
+}
+
+/// Reads `child`'s stdout lines on a thread, each with when it arrived.
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<(String, Instant)> {
+    let (send, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if send.send((line, Instant::now())).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// 3,000 UDP bind(0)/close a second for 5 s: sockwatch's CPU, and how soon
+/// a TCP listener opened every 250 ms during the storm is reported.
+fn udp_bind_storm() {
+    println!();
+    println!(
+        "3,000 UDP bind(0)/close per second for {} s (inet tables)",
+        STORM.as_secs()
+    );
+    println!(
+        "| detect | binds done | share of one CPU | listeners seen p50 | max | -v at the end |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for detect in ["kernel", "changes"] {
+        let mut child = inet_watch(detect);
+        let lines = lines_of(&mut child);
+        thread::sleep(Duration::from_secs(1));
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let storm = {
+            let (stop, done) = (stop.clone(), done.clone());
+            thread::spawn(move || {
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    drop(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+                    done.fetch_add(1, Ordering::Relaxed);
+                    next += Duration::from_micros(333);
+                    thread::sleep(next.saturating_duration_since(Instant::now()));
+                }
+            })
+        };
+        let mut seen = Vec::new();
+        let share = share_over(&child, STORM, || {
+            for k in 0..(STORM.as_millis() / 250 - 1) as u16 {
+                let port = 40_000 + k;
+                let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+                let opened = Instant::now();
+                let want = format!("socket PROTO=inet PORT={port} ");
+                loop {
+                    let (line, at) = lines
+                        .recv_timeout(Duration::from_secs(5))
+                        .expect("an event");
+                    if line.starts_with(&want) {
+                        seen.push(at - opened);
+                        break;
+                    }
+                }
+                drop(listener);
+                thread::sleep(Duration::from_millis(250).saturating_sub(opened.elapsed()));
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+        storm.join().unwrap();
+        let counts = counts_at_end(child);
+        seen.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "| {detect} | {} | {share:.2} % | {:.2} ms | {:.2} ms | {counts} |",
+            done.load(Ordering::Relaxed),
+            ms(seen[seen.len() / 2]),
+            ms(*seen.last().unwrap())
+        );
+    }
+}
+
+/// TCP connections made and closed as fast as one thread can, up to
+/// 20,000 a second, for 5 s (the client resets, so no TIME_WAIT piles up
+/// and no port runs out): how often the kernel woke sockwatch.
+fn tcp_connect_storm() {
+    println!();
+    println!(
+        "TCP connect/accept/close, up to 20,000 per second for {} s (inet tables)",
+        STORM.as_secs()
+    );
+    println!("| detect | connections | per second | share of one CPU | -v at the end |");
+    println!("|---|---|---|---|---|");
+    let sink = std::net::TcpListener::bind("127.0.0.1:7997").unwrap();
+    for detect in ["kernel", "changes"] {
+        let child = inet_watch(detect);
+        thread::sleep(Duration::from_secs(1));
+        let mut done = 0u64;
+        let began = Instant::now();
+        let share = share_over(&child, STORM, || {
+            let mut next = Instant::now();
+            while began.elapsed() < STORM {
+                let client = std::net::TcpStream::connect("127.0.0.1:7997").unwrap();
+                let (accepted, _) = sink.accept().unwrap();
+                socket2::SockRef::from(&client)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+                drop(client);
+                drop(accepted);
+                done += 1;
+                next += Duration::from_micros(50);
+                thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        });
+        let rate = done as f64 / began.elapsed().as_secs_f64();
+        let counts = counts_at_end(child);
+        println!("| {detect} | {done} | {rate:.0} | {share:.3} % | {counts} |");
+    }
 }
 
 /// `watch --source proc` (changes, default interval) while 200 TCP

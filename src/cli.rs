@@ -50,10 +50,12 @@ pub struct Args {
     #[arg(long, global = true, value_enum, default_value_t = SourceChoice::Auto)]
     source: SourceChoice,
 
-    /// How new listeners are noticed: by the socket counters of
-    /// /proc/net/sockstat, reading the tables only when they move (changes;
-    /// what auto picks), or by reading the tables every interval (poll).
-    /// kernel (perf tracepoints) is not available in this build.
+    /// How new listeners are noticed: perf tracepoints on listen and bind
+    /// wake sockwatch, which reads the tables at once (kernel: root or
+    /// CAP_PERFMON); the socket counters of /proc/net/sockstat, reading the
+    /// tables only when they move (changes); or reading the tables every
+    /// interval (poll). auto takes the first that works here; -v says which,
+    /// and why not the others.
     #[arg(long, global = true, value_enum, default_value_t = Detect::Auto)]
     detect: Detect,
 
@@ -180,7 +182,8 @@ struct WatchArgs {
     /// How often to poll for new listeners (closing is pushed by the
     /// kernel): 50ms, 1s, or a number of seconds, at most 10 years. Default
     /// 50ms; 500ms when reading /proc, whose every poll makes the kernel
-    /// walk its connection hash.
+    /// walk its connection hash. With kernel triggers, the safety net: the
+    /// tables are read at least this often (default 5s; 10s from /proc).
     #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     interval: Option<Duration>,
 
@@ -208,6 +211,7 @@ struct WaitArgs {
     timeout: Option<Duration>,
 
     /// How often to poll for new listeners, at most 10 years [default: 50ms].
+    /// With kernel triggers, the safety net (default 5s).
     #[arg(long, value_name = "DUR", value_parser = parse_duration, allow_hyphen_values = true)]
     interval: Option<Duration>,
 
@@ -768,7 +772,7 @@ fn run_run(args: &Args, run: &RunArgs) -> anyhow::Result<ExitCode> {
     let watcher = Watcher::open(&options(args, ready_on.as_ref(), false, false)?)?;
     let interval = check_interval(
         run.interval
-            .unwrap_or_else(|| watcher.default_interval(false)),
+            .unwrap_or_else(|| watcher.default_self_polled_interval()),
     )?;
     let outcome = crate::run::run_service(
         RunOptions {

@@ -40,9 +40,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Detect {
     /// The best that works here: kernel triggers where they are available
-    /// (not built yet), else socket counters, else polling.
+    /// (root or CAP_PERFMON), else socket counters, else polling.
     Auto,
-    /// perf tracepoints on listen and bind (not available in this build).
+    /// perf tracepoints on listen and bind wake sockwatch, which then reads
+    /// the tables at once (root or CAP_PERFMON).
     Kernel,
     /// Read the socket counters every interval, the tables when they move.
     Changes,
@@ -57,6 +58,11 @@ pub const CHANGES_INTERVAL: Duration = Duration::from_millis(15);
 pub const NETLINK_SAFETY: Duration = Duration::from_secs(2);
 /// The safety net through /proc, whose reads cost milliseconds.
 pub const PROC_SAFETY: Duration = Duration::from_secs(10);
+/// The safety net with kernel triggers through netlink (the default
+/// interval then: nothing is checked between reads). It finds what no
+/// tracepoint announces: a UDP socket disconnected, a listener shut down
+/// or bound through io_uring, a CPU that came online.
+pub const KERNEL_SAFETY: Duration = Duration::from_secs(5);
 /// The share of one CPU that reads of the tables may take, on average.
 pub const READ_BUDGET: f64 = 0.05;
 /// The longest a read waits for the pace: past it, a new listener would be
@@ -290,6 +296,13 @@ impl Gate {
         self.refill(now);
         self.tokens -= cost.as_secs_f64();
         self.last_read = now;
+    }
+
+    /// Whether the budget allows a read now that something else asks for
+    /// one (a kernel trigger): reads through /proc cost milliseconds, and
+    /// tracepoints fire for every namespace.
+    pub fn allows_read(&mut self, now: Instant) -> bool {
+        self.may_read(now)
     }
 
     /// Whether the budget allows a read now (or the last one is so long ago

@@ -28,5 +28,6 @@ pub mod snapshot;
 pub mod source;
 pub mod stop;
 pub mod sys;
+pub mod trigger;
 pub mod unix_path;
 pub mod watcher;

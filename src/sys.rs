@@ -14,7 +14,12 @@
 //!   service's death by a signal on to sockwatch's own parent;
 //! - descriptors: [`claim_fd`], which turns a number from the command line
 //!   into an `OwnedFd` only when it really was handed down to us;
-//! - sockets and namespaces: [`setns`], [`set_receive_timeout`].
+//! - sockets and namespaces: [`setns`], [`set_receive_timeout`];
+//! - kernel triggers: [`perf_tracepoint_open`], its ioctls
+//!   ([`perf_set_filter`], [`perf_set_output`], [`perf_enable`],
+//!   [`perf_pause_output`]) and its ring ([`PerfRing`]); and
+//!   [`mount_tracefs_privately`], which mounts tracefs where only the calling
+//!   thread sees it.
 //!
 //! Linux only, as the rest of sockwatch.
 
@@ -418,6 +423,338 @@ pub fn thread_cpu_time() -> Duration {
         return Duration::ZERO;
     }
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// `struct perf_event_attr` as of `PERF_ATTR_SIZE_VER5` (Linux 4.1): the
+/// fields sockwatch sets, in the kernel's layout. libc does not carry it.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    /// The bit field: `disabled` is bit 0, `exclude_kernel` bit 5.
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+    config2: u64,
+    branch_sample_type: u64,
+    sample_regs_user: u64,
+    sample_stack_user: u32,
+    clockid: i32,
+    sample_regs_intr: u64,
+    aux_watermark: u32,
+    sample_max_stack: u16,
+    reserved: u16,
+}
+
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_SAMPLE_RAW: u64 = 1 << 10;
+const PERF_ATTR_DISABLED: u64 = 1;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+const PERF_EVENT_IOC_SET_OUTPUT: libc::c_ulong = 0x2405;
+const PERF_EVENT_IOC_SET_FILTER: libc::c_ulong = 0x4008_2406;
+const PERF_EVENT_IOC_PAUSE_OUTPUT: libc::c_ulong = 0x4004_2409;
+
+/// Opens tracepoint `id` (from tracefs) on `cpu` for every process
+/// (pid -1, which needs CAP_PERFMON or root), disabled, sampling every hit
+/// with its raw fields. `wake` says whether a hit wakes a reader of the
+/// ring (`wakeup_events` 1) or only waits in it for the next one that does
+/// (0: the kernel then wakes only when half the ring is full).
+///
+/// Kernel hits are not excluded: tracepoints fire in the kernel, and a
+/// tracepoint opened with `exclude_kernel` opens fine and never fires.
+pub fn perf_tracepoint_open(id: u64, cpu: u32, wake: bool) -> io::Result<OwnedFd> {
+    let attr = PerfEventAttr {
+        kind: PERF_TYPE_TRACEPOINT,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: id,
+        sample_period: 1,
+        sample_type: PERF_SAMPLE_RAW,
+        flags: PERF_ATTR_DISABLED,
+        wakeup_events: u32::from(wake),
+        ..PerfEventAttr::default()
+    };
+    let cpu = libc::c_int::try_from(cpu).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: perf_event_open(2) reads `attr`, a fully initialised
+    // perf_event_attr whose size field is its real size, for the duration of
+    // the call; the other arguments are integers.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1 as libc::pid_t,
+            cpu,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us, and nothing
+    // else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sets an ftrace filter (`newstate == 10`) on a tracepoint event. EINVAL
+/// when the kernel refuses the expression, EEXIST when one is set already.
+pub fn perf_set_filter(event: BorrowedFd<'_>, filter: &str) -> io::Result<()> {
+    let filter =
+        std::ffi::CString::new(filter).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: SET_FILTER reads a NUL-terminated string, which `filter` is
+    // and which outlives the call; the descriptor is borrowed, so open.
+    let rc = unsafe {
+        libc::ioctl(
+            event.as_raw_fd(),
+            PERF_EVENT_IOC_SET_FILTER as _,
+            filter.as_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends `event`'s samples into the ring of `ring` (same CPU), so that one
+/// ring, and one descriptor to wait on, serves several tracepoints.
+pub fn perf_set_output(event: BorrowedFd<'_>, ring: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: SET_OUTPUT takes a descriptor number as its argument; both
+    // descriptors are borrowed, so open.
+    let rc = unsafe {
+        libc::ioctl(
+            event.as_raw_fd(),
+            PERF_EVENT_IOC_SET_OUTPUT as _,
+            ring.as_raw_fd() as libc::c_ulong,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts counting (and sampling) an event opened disabled.
+pub fn perf_enable(event: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: ENABLE takes no argument; the descriptor is borrowed, so open.
+    if unsafe { libc::ioctl(event.as_raw_fd(), PERF_EVENT_IOC_ENABLE as _, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Pauses (or resumes) writing into the ring of `ring`: while paused, the
+/// kernel drops samples and counts them, and writes one lost record when
+/// it resumes.
+pub fn perf_pause_output(ring: BorrowedFd<'_>, paused: bool) -> io::Result<()> {
+    // SAFETY: PAUSE_OUTPUT takes an integer argument; the descriptor is
+    // borrowed, so open.
+    let rc = unsafe {
+        libc::ioctl(
+            ring.as_raw_fd(),
+            PERF_EVENT_IOC_PAUSE_OUTPUT as _,
+            libc::c_ulong::from(paused),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The ring buffer of a perf event, mapped: a metadata page, then
+/// `data_pages` pages of records that the kernel writes at `data_head` and
+/// we consume up to `data_tail`.
+#[derive(Debug)]
+pub struct PerfRing {
+    event: OwnedFd,
+    base: std::ptr::NonNull<u8>,
+    len: usize,
+    data_offset: usize,
+    data_size: usize,
+}
+
+/// Offsets in `struct perf_event_mmap_page` (the uapi header's layout,
+/// stable since Linux 4.1).
+const MMAP_DATA_HEAD: usize = 1024;
+const MMAP_DATA_TAIL: usize = 1032;
+const MMAP_DATA_OFFSET: usize = 1040;
+const MMAP_DATA_SIZE: usize = 1048;
+
+impl PerfRing {
+    /// Maps a ring of `data_pages` pages (a power of two) for `event`,
+    /// which the ring then owns.
+    pub fn map(event: OwnedFd, data_pages: usize) -> io::Result<PerfRing> {
+        if !data_pages.is_power_of_two() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: sysconf takes an integer and touches no memory of ours.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .map_err(|_| io::Error::last_os_error())?;
+        let len = page * (1 + data_pages);
+        // SAFETY: a fresh shared mapping of the event's ring, at an address
+        // the kernel chooses; nothing of ours is overwritten. The result is
+        // checked against MAP_FAILED before use.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                event.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(base.cast::<u8>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))?;
+        let mut ring = PerfRing {
+            event,
+            base,
+            len,
+            data_offset: page,
+            data_size: page * data_pages,
+        };
+        // Kernels since 4.1 say where the data is; older ones leave zero
+        // there and use the page after the metadata page.
+        let (offset, size) = (
+            ring.meta_u64(MMAP_DATA_OFFSET),
+            ring.meta_u64(MMAP_DATA_SIZE),
+        );
+        if size != 0 {
+            let (offset, size) = (offset as usize, size as usize);
+            if offset.checked_add(size).is_none_or(|end| end > len) {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            ring.data_offset = offset;
+            ring.data_size = size;
+        }
+        Ok(ring)
+    }
+
+    /// The event that owns the ring.
+    pub fn event(&self) -> BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.event)
+    }
+
+    fn meta_u64(&self, offset: usize) -> u64 {
+        // SAFETY: `offset` is one of the metadata page's u64 fields, inside
+        // the mapping and 8-byte aligned (the mapping is page aligned); the
+        // kernel writes it concurrently, hence a volatile read.
+        unsafe { std::ptr::read_volatile(self.base.as_ptr().add(offset).cast::<u64>()) }
+    }
+
+    fn meta_atomic(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: as in `meta_u64`: an aligned u64 inside the mapping, which
+        // lives as long as `self`; AtomicU64 has u64's layout, and the kernel
+        // reads and writes these fields atomically too.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(offset)
+                .cast::<std::sync::atomic::AtomicU64>()
+        }
+    }
+
+    /// Appends the bytes written since the last call to `out` (in order,
+    /// across the ring's wrap) and hands their space back to the kernel.
+    /// Returns how many were appended. Records are whole: the kernel moves
+    /// the head past a record only once it is written.
+    pub fn take(&mut self, out: &mut Vec<u8>) -> usize {
+        use std::sync::atomic::Ordering;
+        let head = self.meta_atomic(MMAP_DATA_HEAD).load(Ordering::Acquire);
+        let tail = self.meta_atomic(MMAP_DATA_TAIL).load(Ordering::Relaxed);
+        let size = self.data_size as u64;
+        // More than the ring holds would be a kernel bug; take what is there.
+        let available = head.wrapping_sub(tail).min(size) as usize;
+        let start = (tail % size) as usize;
+        let first = available.min(self.data_size - start);
+        // SAFETY: both ranges lie inside the data area of the mapping
+        // (`start + first <= data_size`, `available - first <= start`), which
+        // lives as long as `self`; the kernel does not write there until we
+        // move the tail past it, which happens after the copy.
+        unsafe {
+            let data = self.base.as_ptr().add(self.data_offset);
+            out.extend_from_slice(std::slice::from_raw_parts(data.add(start), first));
+            out.extend_from_slice(std::slice::from_raw_parts(data, available - first));
+        }
+        self.meta_atomic(MMAP_DATA_TAIL)
+            .store(tail.wrapping_add(available as u64), Ordering::Release);
+        available
+    }
+}
+
+impl Drop for PerfRing {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was made by `map` with this address and
+        // length, and no reference into it outlives `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+// SAFETY: the mapping is owned by the ring alone (no aliasing pointer leaves
+// it), so moving it to another thread is sound.
+unsafe impl Send for PerfRing {}
+
+/// Gives the calling thread a mount namespace of its own (unshare
+/// CLONE_NEWNS, then every mount private, so nothing propagates back) and
+/// mounts tracefs on `at` there. Only this thread sees the mount, and it
+/// goes when the thread ends. Needs CAP_SYS_ADMIN over the initial user
+/// namespace (tracefs cannot be mounted in another).
+pub fn mount_tracefs_privately(at: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(at.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: unshare takes flags; CLONE_NEWNS (with the CLONE_FS it
+    // implies) is allowed in a thread of a multithreaded process and
+    // changes only the calling thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: mount(2) reads NUL-terminated strings (all literals or
+    // `target`, alive for the call); a null source and data are allowed for
+    // a propagation change.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The calling thread's id (as tracepoints record `common_pid`).
+pub fn thread_id() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
 }
 
 #[cfg(test)]

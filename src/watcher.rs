@@ -26,8 +26,10 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::condition::Truth;
-use crate::detect::{CHANGES_INTERVAL, Detect, Gate, NETLINK_SAFETY, PROC_SAFETY, Sockstat};
-use crate::endpoint::{Endpoint, Socket, Table};
+use crate::detect::{
+    CHANGES_INTERVAL, Detect, Gate, KERNEL_SAFETY, NETLINK_SAFETY, PROC_SAFETY, Sockstat,
+};
+use crate::endpoint::{Endpoint, Family, Socket, Table};
 use crate::event::{Event, EventKind};
 use crate::process::{self, Ownership};
 pub use crate::snapshot::{Listener, Snapshot};
@@ -35,6 +37,7 @@ use crate::source::Pushed;
 pub use crate::source::sources::{NETLINK_INTERVAL, PROC_INTERVAL, SourceChoice};
 use crate::source::sources::{Plan, Sources};
 use crate::stop::StopSignals;
+use crate::trigger::Trigger;
 
 /// How to build a [`Watcher`].
 #[derive(Debug, Clone)]
@@ -110,6 +113,8 @@ const SETTLE_QUIET: usize = 3;
 const SETTLE_QUIET_PROC: usize = 5;
 
 const SIGNALS: Token = Token(0);
+/// The kernel trigger's descriptor (below the output's, above every source's).
+const TRIGGER: Token = Token(usize::MAX - 1);
 /// Pushed descriptors are registered as `Token(FIRST_SOURCE + source index)`.
 const FIRST_SOURCE: usize = 1;
 
@@ -200,13 +205,67 @@ enum Detection {
     /// When a namespace's socket counters moved, a listener in it closed,
     /// or its safety net is due (see [`crate::detect`]): then that
     /// namespace's tables are read, and only its.
-    Changes {
-        /// One per watched namespace.
-        gates: Vec<Counted>,
-        /// The safety net's base period (per namespace, stretched when there
-        /// are many: [`SAFETY_SHARE`]).
-        safety: Duration,
-    },
+    Changes(Gates),
+    /// When a kernel trigger says so (see [`crate::trigger`]), and at a
+    /// slow safety net.
+    Kernel(Box<Kernel>),
+}
+
+/// The change detection of every watched namespace.
+struct Gates {
+    /// One per watched namespace.
+    list: Vec<Counted>,
+    /// The safety net's base period (per namespace, stretched when there
+    /// are many: [`SAFETY_SHARE`]).
+    safety: Duration,
+}
+
+impl Gates {
+    /// When every namespace's tables are read whatever the counters say,
+    /// and how many namespaces there are, for `-v`.
+    fn describe(&self) -> String {
+        let period = self.safety * (self.list.len() as u32 / SAFETY_SHARE).max(1);
+        let mut text = format!("at least every {}", humantime::format_duration(period));
+        if self.list.len() > 1 {
+            let blind = self.list.iter().filter(|g| g.sockstat.is_none()).count();
+            text.push_str(&format!(", per namespace ({} namespaces", self.list.len()));
+            if blind > 0 {
+                text.push_str(&format!(", {blind} without readable counters"));
+            }
+            text.push(')');
+        }
+        text
+    }
+}
+
+/// Kernel-trigger detection: the trigger for inet listeners; for what no
+/// tracepoint announces (a unix listener; a close read from /proc, where
+/// none is pushed), the socket counters' gates.
+struct Kernel {
+    trigger: Trigger,
+    /// With unix tables or a table read from /proc: the counters, checked
+    /// every tick, and the gates, whose safety net then covers every table.
+    gates: Option<Gates>,
+    /// The loop's tick: without counters, the safety net.
+    tick: Duration,
+    /// When the online CPUs were last looked at.
+    rescanned: Instant,
+}
+
+/// Opens kernel triggers for the tables of `options`, or says why not.
+fn open_trigger(options: &Options) -> Result<Trigger, String> {
+    let inet = |t: &&Table| t.family != Family::Unix;
+    if !options.tables.iter().any(|t| inet(&t)) {
+        return Err(
+            "only unix tables are watched, and no tracepoint announces a unix listener".into(),
+        );
+    }
+    let udp = options
+        .tables
+        .iter()
+        .filter(inet)
+        .any(|t| t.transport == crate::endpoint::Transport::Udp);
+    Trigger::open(crate::trigger::Config { udp }).map_err(|e| e.to_string())
 }
 
 /// The change detection of one namespace.
@@ -229,13 +288,29 @@ enum Due {
 impl Watcher {
     /// Opens the sources for `options.tables` (see [`Sources::open`]).
     pub fn open(options: &Options) -> anyhow::Result<Watcher> {
-        if options.detect == Detect::Kernel {
-            anyhow::bail!(
-                "--detect kernel: kernel triggers are not available in this build; use \
-                 --detect changes (socket counters) or poll"
-            );
-        }
-        let counters = matches!(options.detect, Detect::Auto | Detect::Changes);
+        // auto takes kernel triggers where they work, and says under -v why
+        // not otherwise. A one-shot read (`list`; `run`, which polls by
+        // itself) has no loop for them to wake.
+        let trigger = match options.detect {
+            Detect::Kernel => Some(open_trigger(options).map_err(|why| {
+                anyhow::anyhow!(
+                    "--detect kernel: kernel triggers cannot be used here: {why}; use \
+                     --detect changes (socket counters) or poll"
+                )
+            })?),
+            Detect::Auto if options.pushed => open_trigger(options)
+                .map_err(|why| {
+                    if options.verbose {
+                        eprintln!("sockwatch: not using kernel triggers: {why}");
+                    }
+                })
+                .ok(),
+            _ => None,
+        };
+        // Opened with triggers too: whether they are needed beside them is
+        // known once the sources are (see below).
+        let counters =
+            trigger.is_some() || matches!(options.detect, Detect::Auto | Detect::Changes);
         let (scope, targets) = if options.all_netns {
             (Scope::All, vec![crate::netns::own_target()?])
         } else if options.netns.is_empty() {
@@ -267,17 +342,33 @@ impl Watcher {
             tagged,
             ..Namespaces::default()
         };
-        if counters {
-            let safety = if watcher.sources.reads_proc() {
-                PROC_SAFETY
-            } else {
-                NETLINK_SAFETY
-            };
-            watcher.detection = Detection::Changes {
-                gates: Vec::new(),
-                safety,
-            };
-        }
+        let safety = if watcher.sources.reads_proc() {
+            PROC_SAFETY
+        } else {
+            NETLINK_SAFETY
+        };
+        // With triggers, the counters stand in for what no tracepoint
+        // announces: a unix listener, a close read from /proc (which pushes
+        // none). Where they are not needed, their files close below.
+        let unix = options.tables.iter().any(|t| t.family == Family::Unix);
+        let counters = match trigger {
+            Some(_) => unix || watcher.sources.reads_proc(),
+            None => counters,
+        };
+        let gates = counters.then(|| Gates {
+            list: Vec::new(),
+            safety,
+        });
+        watcher.detection = match (trigger, gates) {
+            (Some(trigger), gates) => Detection::Kernel(Box::new(Kernel {
+                trigger,
+                gates,
+                tick: Duration::ZERO,
+                rescanned: Instant::now(),
+            })),
+            (None, Some(gates)) => Detection::Changes(gates),
+            (None, None) => Detection::Poll,
+        };
         for (i, (id, opened)) in opened.into_iter().enumerate() {
             let cookie = opened.cookie;
             let target = targets.get(i);
@@ -294,12 +385,27 @@ impl Watcher {
                 });
             }
         }
-        if let Detection::Changes { gates, .. } = &watcher.detection
-            && scope == Scope::Own
-            && gates.iter().all(|g| g.sockstat.is_none())
+        if scope == Scope::Own
+            && watcher
+                .gates_ref()
+                .is_some_and(|gates| gates.list.iter().all(|g| g.sockstat.is_none()))
         {
             // The one namespace's counters cannot be read: polling is
-            // cheaper than reading every tick through a blind gate.
+            // cheaper than reading every tick through a blind gate, and
+            // triggers that need them beside them cannot stand alone.
+            if let Detection::Kernel(_) = watcher.detection {
+                let why = "unix tables are watched or /proc is read, and the socket counters \
+                           that stand in for a trigger there cannot be read";
+                if options.detect == Detect::Kernel {
+                    anyhow::bail!(
+                        "--detect kernel: kernel triggers cannot be used here: {why}; use \
+                         --detect poll"
+                    );
+                }
+                if options.verbose {
+                    eprintln!("sockwatch: not using kernel triggers: {why}");
+                }
+            }
             watcher.detection = Detection::Poll;
         }
         if scope == Scope::All {
@@ -312,13 +418,14 @@ impl Watcher {
     /// Starts the change detection of namespace `id` with what opening it
     /// gave.
     fn count(&mut self, id: u32, opened: crate::source::sources::Opened, what: &str) {
-        let Detection::Changes { gates, safety } = &mut self.detection else {
+        let verbose = self.verbose;
+        let Some(gates) = self.gates() else {
             return;
         };
         let sockstat = match opened.counters {
             Some(Ok(sockstat)) => Some(Box::new(sockstat)),
             Some(Err(e)) => {
-                if self.verbose {
+                if verbose {
                     eprintln!(
                         "sockwatch: cannot read the socket counters of {what} ({e}); reading \
                          the tables every interval instead"
@@ -329,10 +436,10 @@ impl Watcher {
             None => None,
         };
         let baseline = sockstat.as_ref().map(|s| s.baseline);
-        gates.push(Counted {
+        gates.list.push(Counted {
             id,
             sockstat,
-            gate: Gate::new(*safety, Instant::now(), baseline),
+            gate: Gate::new(gates.safety, Instant::now(), baseline),
         });
     }
 
@@ -340,13 +447,13 @@ impl Watcher {
     /// with their number (see [`SAFETY_SHARE`]), so that their reads do not
     /// come all at once.
     fn stagger(&mut self) {
-        let Detection::Changes { gates, safety } = &mut self.detection else {
+        let Some(gates) = self.gates() else {
             return;
         };
-        let n = gates.len() as u32;
-        let period = *safety * (n / SAFETY_SHARE).max(1);
+        let n = gates.list.len() as u32;
+        let period = gates.safety * (n / SAFETY_SHARE).max(1);
         let now = Instant::now();
-        for (i, counted) in gates.iter_mut().enumerate() {
+        for (i, counted) in gates.list.iter_mut().enumerate() {
             counted.gate.set_safety(period);
             // Their reads together stay within one budget.
             counted.gate.set_share(1.0 / f64::from(n.max(1)));
@@ -384,18 +491,49 @@ impl Watcher {
     /// The interval to poll at when the user did not choose one (see
     /// [`Sources::default_interval`]).
     pub fn default_interval(&self, long_running: bool) -> Duration {
-        match self.detection {
-            Detection::Changes { .. } => CHANGES_INTERVAL,
+        match &self.detection {
+            Detection::Changes(_) => CHANGES_INTERVAL,
+            Detection::Kernel(kernel) if kernel.gates.is_some() => CHANGES_INTERVAL,
+            // Nothing to check between reads: the tick is the safety net.
+            Detection::Kernel(_) if self.sources.reads_proc() => PROC_SAFETY,
+            Detection::Kernel(_) => KERNEL_SAFETY,
             Detection::Poll => self.sources.default_interval(long_running),
+        }
+    }
+
+    /// The interval for a caller that reads the tables itself at each
+    /// tick (`run`'s readiness checks), where no trigger wakes it.
+    pub fn default_self_polled_interval(&self) -> Duration {
+        match self.detection {
+            Detection::Kernel(_) => CHANGES_INTERVAL,
+            _ => self.default_interval(false),
         }
     }
 
     /// The time between two ticks: `interval`, stretched when many
     /// namespaces' counters are checked each tick (see [`CHECK_SPACING`]).
     fn tick(&self, interval: Duration) -> Duration {
+        match self.gates_ref() {
+            Some(gates) => interval.max(CHECK_SPACING * gates.list.len() as u32),
+            None => interval,
+        }
+    }
+
+    /// The socket counters' gates, where they decide reads.
+    fn gates(&mut self) -> Option<&mut Gates> {
+        match &mut self.detection {
+            Detection::Changes(gates) => Some(gates),
+            Detection::Kernel(kernel) => kernel.gates.as_mut(),
+            Detection::Poll => None,
+        }
+    }
+
+    /// [`Watcher::gates`], to look at.
+    fn gates_ref(&self) -> Option<&Gates> {
         match &self.detection {
-            Detection::Changes { gates, .. } => interval.max(CHECK_SPACING * gates.len() as u32),
-            Detection::Poll => interval,
+            Detection::Changes(gates) => Some(gates),
+            Detection::Kernel(kernel) => kernel.gates.as_ref(),
+            Detection::Poll => None,
         }
     }
 
@@ -403,7 +541,8 @@ impl Watcher {
     pub fn detect_name(&self) -> &'static str {
         match self.detection {
             Detection::Poll => "poll",
-            Detection::Changes { .. } => "changes",
+            Detection::Changes(_) => "changes",
+            Detection::Kernel(_) => "kernel",
         }
     }
 
@@ -411,37 +550,117 @@ impl Watcher {
     pub fn describe_detection(&self) -> String {
         match &self.detection {
             Detection::Poll => "new listeners by reading the tables every interval".into(),
-            Detection::Changes { gates, safety } => {
-                let period = *safety * (gates.len() as u32 / SAFETY_SHARE).max(1);
-                let blind = gates.iter().filter(|g| g.sockstat.is_none()).count();
+            Detection::Changes(gates) => format!(
+                "new listeners by socket counters (net/sockstat), reading the tables when \
+                 they move and {}",
+                gates.describe()
+            ),
+            Detection::Kernel(kernel) => {
                 let mut text = format!(
-                    "new listeners by socket counters (net/sockstat), reading the tables when \
-                     they move and at least every {}",
-                    humantime::format_duration(period)
+                    "new listeners by kernel triggers (perf tracepoints on listen and bind, \
+                     {} CPU(s), read from {}), reading the tables at once",
+                    kernel.trigger.cpus(),
+                    kernel.trigger.place()
                 );
-                if gates.len() > 1 {
-                    text.push_str(&format!(", per namespace ({} namespaces", gates.len()));
-                    if blind > 0 {
-                        text.push_str(&format!(", {blind} without readable counters"));
-                    }
-                    text.push(')');
+                match &kernel.gates {
+                    Some(gates) => text.push_str(&format!(
+                        "; what no tracepoint announces (unix listeners, closes read from \
+                         /proc) by socket counters (net/sockstat) every {}; every table {}",
+                        humantime::format_duration(kernel.tick),
+                        gates.describe()
+                    )),
+                    None => text.push_str(&format!(
+                        " and at least every {}",
+                        humantime::format_duration(kernel.tick)
+                    )),
                 }
                 text
             }
         }
     }
 
+    /// The kernel trigger's descriptor, when detection uses one.
+    fn trigger_fd(&self) -> Option<RawFd> {
+        match &self.detection {
+            Detection::Kernel(kernel) => Some(kernel.trigger.fd()),
+            _ => None,
+        }
+    }
+
+    /// When the kernel trigger next wants a read (scheduled after a storm,
+    /// or again for a listener not found yet).
+    fn trigger_deadline(&self) -> Option<Instant> {
+        match &self.detection {
+            Detection::Kernel(kernel) => kernel.trigger.next_deadline(),
+            _ => None,
+        }
+    }
+
+    /// The kernel trigger woke us (`woken`) or its deadline passed: reads
+    /// the tables if it says so, then tells it which of the listeners its
+    /// records announced the read found. Tracepoints are global: a trigger
+    /// reads every watched namespace.
+    fn kernel_read(&mut self, woken: bool, events: &mut Vec<Event>) -> anyhow::Result<()> {
+        let Detection::Kernel(kernel) = &mut self.detection else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let need = if woken {
+            kernel.trigger.on_ready(now)
+        } else {
+            kernel.trigger.on_deadline(now)
+        };
+        if need.is_none() {
+            return Ok(());
+        }
+        if let Some(gates) = self.gates()
+            && !gates.list.is_empty()
+            && !gates.list.iter_mut().any(|c| c.gate.allows_read(now))
+        {
+            // Over the read budget (a storm of listens elsewhere, each
+            // costing a /proc read): the gates read as the pace allows.
+            for counted in &mut gates.list {
+                counted.gate.force();
+            }
+            return Ok(());
+        }
+        let first = events.len();
+        self.poll(events)?;
+        let Detection::Kernel(kernel) = &mut self.detection else {
+            return Ok(());
+        };
+        let (snapshot, new) = (&self.snapshot, &events[first..]);
+        kernel
+            .trigger
+            .after_read(Instant::now(), |expect| found(snapshot, new, expect));
+        Ok(())
+    }
+
     /// Which namespaces' tables should be read now: all when polling; with
     /// `changes`, those whose counters moved (or where a close or the
     /// safety net asks).
     fn read_due(&mut self) -> Due {
-        match &mut self.detection {
-            Detection::Poll => Due::All,
-            Detection::Changes { gates, .. } => {
+        if let Detection::Kernel(kernel) = &mut self.detection
+            && kernel.rescanned.elapsed() >= KERNEL_SAFETY
+        {
+            kernel.rescanned = Instant::now();
+            // CPUs that came online get rings of their own.
+            if let Err(e) = kernel.trigger.rescan()
+                && self.verbose
+            {
+                eprintln!("sockwatch: kernel triggers: {e}");
+            }
+        }
+        let mut checks = 0;
+        let due = match self.gates() {
+            // Polling, or kernel triggers without counters: every tick is
+            // the safety net.
+            None => Due::All,
+            Some(gates) => {
                 let now = Instant::now();
                 let mut due = Vec::new();
-                for counted in gates.iter_mut() {
-                    self.checks += 1;
+                for counted in gates.list.iter_mut() {
+                    checks += 1;
                     let counters = counted.sockstat.as_mut().and_then(|s| s.read().ok());
                     if counted.gate.check(now, counters).is_some() {
                         due.push(counted.id);
@@ -449,13 +668,15 @@ impl Watcher {
                 }
                 if due.is_empty() {
                     Due::Nothing
-                } else if due.len() == gates.len() {
+                } else if due.len() == gates.list.len() {
                     Due::All
                 } else {
                     Due::Netns(due)
                 }
             }
-        }
+        };
+        self.checks += checks;
+        due
     }
 
     /// Whether every watched table has been read at least once, so that the
@@ -497,8 +718,9 @@ impl Watcher {
         let cpu_before = crate::sys::thread_cpu_time();
         // What this read accounts for: the counters as they are before it.
         let mut counters_before = Vec::new();
-        if let Detection::Changes { gates, .. } = &mut self.detection {
+        if let Some(gates) = self.gates() {
             for counted in gates
+                .list
                 .iter_mut()
                 .filter(|c| only.is_none_or(|ids| ids.contains(&c.id)))
             {
@@ -534,15 +756,15 @@ impl Watcher {
         }
         self.report_skipped();
         self.say_v6only_assumed();
-        if let Detection::Changes { gates, .. } = &mut self.detection {
+        let unsettled = self.sources.unsettled();
+        if let Some(gates) = self.gates() {
             // The cost in CPU time, not wall time: on a loaded machine a
             // read takes longer without costing more. Shared by the
             // namespaces read.
             let cost =
                 (crate::sys::thread_cpu_time() - cpu_before) / counters_before.len().max(1) as u32;
-            let unsettled = self.sources.unsettled();
             for (id, before) in counters_before {
-                let Some(counted) = gates.iter_mut().find(|c| c.id == id) else {
+                let Some(counted) = gates.list.iter_mut().find(|c| c.id == id) else {
                     continue;
                 };
                 counted.gate.note_read(started, cost, before);
@@ -771,8 +993,8 @@ impl Watcher {
             // A listener closed: another may have opened in its place in the
             // same instant, which the counters would not show.
             let id = self.sources.netns_of(source);
-            if let Detection::Changes { gates, .. } = &mut self.detection {
-                for counted in gates.iter_mut().filter(|c| Some(c.id) == id) {
+            if let Some(gates) = self.gates() {
+                for counted in gates.list.iter_mut().filter(|c| Some(c.id) == id) {
                     counted.gate.force();
                 }
             }
@@ -834,9 +1056,25 @@ impl Watcher {
     ) -> anyhow::Result<Stop> {
         let result = self.run_loop(stop, interval, deadline, output, on_change);
         if self.verbose {
+            let woken = match &self.detection {
+                Detection::Kernel(kernel) => {
+                    let stats = kernel.trigger.stats();
+                    format!(
+                        "; woken by the kernel {} time(s) ({} record(s), {} read(s) asked, {} \
+                         pause(s), {} record(s) lost, {} listener(s) not found)",
+                        stats.wakeups,
+                        stats.records,
+                        stats.reads,
+                        stats.pauses,
+                        stats.lost,
+                        stats.gave_up
+                    )
+                }
+                _ => String::new(),
+            };
             eprintln!(
                 "sockwatch: read the tables {} time(s), {} since the first answer; checked \
-                 the socket counters {} time(s)",
+                 the socket counters {} time(s){woken}",
                 self.reads,
                 self.reads - self.reads_at_first_answer,
                 self.checks
@@ -871,6 +1109,14 @@ impl Watcher {
                 OUTPUT,
                 Interest::PRIORITY,
             );
+        }
+        if let Some(fd) = self.trigger_fd() {
+            poll.registry()
+                .register(&mut SourceFd(&fd), TRIGGER, Interest::READABLE)
+                .context("failed to wait for kernel triggers")?;
+        }
+        if let Detection::Kernel(kernel) = &mut self.detection {
+            kernel.tick = interval;
         }
         let pushed: Vec<(usize, RawFd)> = self.sources.pushed_fds();
         for &(i, fd) in &pushed {
@@ -931,6 +1177,7 @@ impl Watcher {
                 .into_iter()
                 .chain(next_poll)
                 .chain(self.namespaces.next_scan)
+                .chain(self.trigger_deadline())
                 .min();
             match poll.poll(&mut ready, wake.map(|w| w.saturating_duration_since(now))) {
                 Ok(()) => {}
@@ -952,8 +1199,12 @@ impl Watcher {
                             return Ok(Stop::Done);
                         }
                     }
+                    TRIGGER => self.kernel_read(true, &mut changes)?,
                     Token(t) => self.read_pushed(t - FIRST_SOURCE, &mut changes)?,
                 }
+            }
+            if self.trigger_deadline().is_some_and(|t| Instant::now() >= t) {
+                self.kernel_read(false, &mut changes)?;
             }
             let mut none_left = false;
             if self
@@ -1189,8 +1440,8 @@ impl Watcher {
             }
         }
         self.sources.remove(id);
-        if let Detection::Changes { gates, .. } = &mut self.detection {
-            gates.retain(|c| c.id != id);
+        if let Some(gates) = self.gates() {
+            gates.list.retain(|c| c.id != id);
         }
         self.snapshot.close_netns(id, SystemTime::now(), events);
         self.namespaces.watched.retain(|w| w.id != id);
@@ -1249,6 +1500,29 @@ fn say_unchecked_paths(events: &[Event]) {
                 crate::quote::quote(name.text())
             );
         }
+    }
+}
+
+/// Whether a read found a listener a trigger announced: a TCP endpoint of
+/// its family on its port among those known now, or, where the port was
+/// not known yet, a new TCP endpoint of its family among `new` events.
+fn found(snapshot: &Snapshot, new: &[Event], expect: &crate::trigger::Expect) -> bool {
+    let family = match expect.family {
+        crate::trigger::AF_INET => Family::Inet,
+        crate::trigger::AF_INET6 => Family::Inet6,
+        // Another family (none is filtered in): nothing to look for.
+        _ => return true,
+    };
+    let tcp_of_family = |e: &Endpoint| {
+        e.family() == family && e.table().transport == crate::endpoint::Transport::Tcp
+    };
+    match expect.port {
+        Some(port) => snapshot
+            .iter()
+            .any(|(e, _)| tcp_of_family(e) && e.port() == Some(port)),
+        None => new
+            .iter()
+            .any(|e| e.kind == EventKind::Socket && tcp_of_family(&e.endpoint)),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `--detect`: new listeners noticed through the socket counters
-//! (`changes`, the default) or by reading every interval (`poll`).
+//! (`changes`) or by reading every interval (`poll`); kernel triggers have
+//! tests of their own (`kernel.rs`).
 
 use std::fs;
 use std::time::Duration;
@@ -162,18 +163,4 @@ fn unreadable_counters_fall_back_to_polling() {
     );
     drop(watch);
     fs::remove_dir_all(&root).unwrap();
-}
-
-#[test]
-fn kernel_detection_is_not_available_and_says_so() {
-    let _ns = Netns::enter();
-    for args in [
-        &["--detect", "kernel", "list"][..],
-        &["--detect", "kernel", "wait", "--timeout", "1s", "socket"],
-    ] {
-        let out = run("netlink", args);
-        assert_eq!(out.code(), 1, "{args:?}: {out}");
-        assert!(out.stderr.contains("--detect kernel"), "{out}");
-        assert!(out.stderr.contains("--detect changes"), "{out}");
-    }
 }

@@ -522,7 +522,7 @@ sys.stdin.read()
             "$(rm -rf /)",
         ],
     );
-    watch.stderr_line(); // watching
+    watch.stderr_until("sockwatch: watching");
     let mut service = Command::new("python3")
         .args(["-c", &server])
         .stdin(std::process::Stdio::piped())

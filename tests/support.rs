@@ -107,6 +107,36 @@ pub fn assert_unprivileged(pid: u32) {
     }
 }
 
+/// Whether this process may open a CPU-wide perf event (CAP_PERFMON, or
+/// root, over the initial user namespace): what kernel triggers need, and
+/// so what `--detect auto` takes. Asked of the kernel, not assumed.
+pub fn perf_allowed() -> bool {
+    // perf_event_attr, version 0 (64 bytes): PERF_TYPE_SOFTWARE,
+    // PERF_COUNT_SW_CPU_CLOCK, disabled.
+    let mut attr = [0u8; 64];
+    attr[0..4].copy_from_slice(&1u32.to_ne_bytes());
+    attr[4..8].copy_from_slice(&64u32.to_ne_bytes());
+    attr[40..48].copy_from_slice(&1u64.to_ne_bytes());
+    // SAFETY: perf_event_open reads the 64-byte attr we pass, which lives
+    // across the call; the rest are integers. The descriptor is closed below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            -1 as libc::pid_t,
+            0 as libc::c_int,
+            -1 as libc::c_int,
+            libc::c_ulong::from(8u8), // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the descriptor was just returned to us and is closed once.
+    unsafe { libc::close(fd as libc::c_int) };
+    true
+}
+
 fn addr(text: &str) -> SocketAddr {
     text.parse()
         .unwrap_or_else(|e| panic!("bad address {text}: {e}"))

@@ -12,6 +12,7 @@ mod detect;
 mod export;
 mod fallback;
 mod hooks;
+mod kernel;
 mod list;
 mod netns_option;
 mod other_netns;

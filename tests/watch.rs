@@ -70,7 +70,8 @@ fn no_initial_prints_only_changes(source: &str) {
             "--json",
         ],
     );
-    let ready = watch.stderr_line();
+    // (Before it, -v may say why kernel triggers are not used.)
+    let ready = watch.stderr_until("sockwatch: watching");
     assert!(ready.contains("1 endpoint(s) listening"), "{ready}");
     let _web = tcp_with("[::]:80", Some(true), false);
     let line = watch.line();
