@@ -298,13 +298,6 @@ impl Gate {
         self.last_read = now;
     }
 
-    /// Whether the budget allows a read now that something else asks for
-    /// one (a kernel trigger): reads through /proc cost milliseconds, and
-    /// tracepoints fire for every namespace.
-    pub fn allows_read(&mut self, now: Instant) -> bool {
-        self.may_read(now)
-    }
-
     /// Whether the budget allows a read now (or the last one is so long ago
     /// that waiting more would make a new listener late).
     fn may_read(&mut self, now: Instant) -> bool {

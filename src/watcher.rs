@@ -349,10 +349,13 @@ impl Watcher {
         };
         // With triggers, the counters stand in for what no tracepoint
         // announces: a unix listener, a close read from /proc (which pushes
-        // none). Where they are not needed, their files close below.
+        // none); and, tracepoints being global, they say which of several
+        // namespaces a trigger concerns, so that it reads those and not
+        // every one. Where they are not needed, their files close below.
         let unix = options.tables.iter().any(|t| t.family == Family::Unix);
+        let several = scope == Scope::All || targets.len() > 1;
         let counters = match trigger {
-            Some(_) => unix || watcher.sources.reads_proc(),
+            Some(_) => unix || several || watcher.sources.reads_proc(),
             None => counters,
         };
         let gates = counters.then(|| Gates {
@@ -613,19 +616,17 @@ impl Watcher {
         if need.is_none() {
             return Ok(());
         }
-        if let Some(gates) = self.gates()
-            && !gates.list.is_empty()
-            && !gates.list.iter_mut().any(|c| c.gate.allows_read(now))
-        {
-            // Over the read budget (a storm of listens elsewhere, each
-            // costing a /proc read): the gates read as the pace allows.
-            for counted in &mut gates.list {
-                counted.gate.force();
-            }
-            return Ok(());
-        }
+        // Where the counters are kept, they say which namespaces the
+        // trigger concerns (a listener not hashed yet moves none: it is
+        // looked for again on the trigger's schedule), and their gates keep
+        // the reads within the budget (a storm of listens elsewhere, each
+        // costing a /proc read). Without counters, every table is read.
         let first = events.len();
-        self.poll(events)?;
+        match self.read_due() {
+            Due::All => self.poll(events)?,
+            Due::Netns(ids) => self.poll_netns(events, Some(&ids))?,
+            Due::Nothing => {}
+        }
         let Detection::Kernel(kernel) = &mut self.detection else {
             return Ok(());
         };
