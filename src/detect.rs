@@ -71,6 +71,12 @@ pub const MAX_PACE: Duration = Duration::from_secs(1);
 /// How much read time may be spent at once before the budget paces reads:
 /// two seconds' worth of it.
 pub const READ_BURST: Duration = Duration::from_millis(100);
+/// The least burst of one namespace's gate when several share the budget:
+/// enough for a few reads of one namespace (a listener, its close, the
+/// reads that confirm it), so that a quiet namespace among 100 is not
+/// paced for its second listener; only a namespace whose counters move
+/// all the time is. With 100 namespaces, 1 s of reads at most at once.
+pub const LEAST_BURST: Duration = Duration::from_millis(10);
 
 /// The counters that move when a listener appears: `TCP`, `UDP`, `TCP6`,
 /// `UDP6` `inuse`, and, where unix sockets are watched, `sockets: used`
@@ -205,7 +211,7 @@ pub struct Gate {
     last_read: Instant,
     /// This gate's share of [`READ_BUDGET`] and [`READ_BURST`]: 1 alone;
     /// `1/n` for each of `n` namespaces, so that their reads together stay
-    /// within the budget.
+    /// within the budget (the burst never below [`LEAST_BURST`]).
     share: f64,
 }
 
@@ -240,7 +246,12 @@ impl Gate {
     /// gates of several namespaces split them.
     pub fn set_share(&mut self, share: f64) {
         self.share = share.clamp(0.0, 1.0);
-        self.tokens = self.tokens.min(READ_BURST.as_secs_f64() * self.share);
+        self.tokens = self.tokens.min(self.burst());
+    }
+
+    /// The read time this gate may spend at once.
+    fn burst(&self) -> f64 {
+        (READ_BURST.as_secs_f64() * self.share).max(LEAST_BURST.as_secs_f64())
     }
 
     /// Takes the last full read to have been at `at`: gates of several
@@ -307,7 +318,7 @@ impl Gate {
 
     fn refill(&mut self, now: Instant) {
         let earned = now.duration_since(self.refilled).as_secs_f64() * READ_BUDGET * self.share;
-        self.tokens = (self.tokens + earned).min(READ_BURST.as_secs_f64() * self.share);
+        self.tokens = (self.tokens + earned).min(self.burst());
         self.refilled = self.refilled.max(now);
     }
 }
@@ -444,6 +455,25 @@ mod tests {
             gate.check(start + 1015 * MS, counters(3)),
             Some(Reason::Moved)
         );
+    }
+
+    #[test]
+    fn a_quiet_namespace_among_many_is_not_paced_for_its_second_listener() {
+        let start = Instant::now();
+        let mut gate = Gate::new(Duration::from_secs(60), start, counters(1));
+        // One of a hundred: a hundredth of the burst would be 1 ms, less
+        // than a listener's read and its close's.
+        gate.set_share(0.01);
+        gate.note_read(start, 3 * MS, None);
+        gate.note_read(start + 5 * MS, 3 * MS, None);
+        assert_eq!(
+            gate.check(start + 100 * MS, counters(2)),
+            Some(Reason::Moved),
+            "read at once"
+        );
+        // A namespace that keeps moving is paced all the same.
+        gate.note_read(start + 100 * MS, 5 * MS, None);
+        assert_eq!(gate.check(start + 200 * MS, counters(3)), None, "paced");
     }
 
     #[test]
