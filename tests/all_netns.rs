@@ -32,18 +32,18 @@ while True:
 /// A process alone in a network namespace of its own, listening on
 /// 127.0.0.1:`port` there: the namespace lives as long as it does (and
 /// as long as anything else holds it).
-struct Member {
+pub(crate) struct Member {
     child: Child,
     inode: u64,
 }
 
 impl Member {
-    fn start(port: u16) -> Member {
+    pub(crate) fn start(port: u16) -> Member {
         Member::spawn(port, None)
     }
 
     /// Another process in `self`'s namespace, listening on `port` there.
-    fn join(&self, port: u16) -> Member {
+    pub(crate) fn join(&self, port: u16) -> Member {
         Member::spawn(port, Some(self.ns_path()))
     }
 
@@ -94,12 +94,12 @@ impl Member {
     }
 
     /// `NETNS=` of its namespace.
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("net:[{}]", self.inode)
     }
 
     /// Its namespace file, by its process.
-    fn ns_path(&self) -> String {
+    pub(crate) fn ns_path(&self) -> String {
         format!("/proc/{}/ns/net", self.child.id())
     }
 
@@ -168,7 +168,7 @@ fn line_of(watch: &mut Running, label: &str) -> String {
     }
 }
 
-fn tcp_line(kind: &str, port: u16, label: &str) -> String {
+pub(crate) fn tcp_line(kind: &str, port: u16, label: &str) -> String {
     format!("{kind} PROTO=inet PORT={port} ADDR=127.0.0.1 TRANSPORT=tcp NETNS={label}")
 }
 

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::all_netns::{Member, tcp_line};
 use crate::support::*;
 
 /// How soon a triggered read must report a new listener. The safety net
@@ -235,4 +236,45 @@ fn kernel_triggers_need_an_inet_table() {
             .contains("no tracepoint announces a unix listener"),
         "{out}"
     );
+}
+
+#[test]
+fn with_several_namespaces_a_trigger_reads_the_one_whose_listener_appeared() {
+    let _ns = Netns::enter();
+    let (a, b) = (Member::start(47320), Member::start(47320));
+    let (path_a, path_b) = (a.ns_path(), b.ns_path());
+    let args = [
+        "--netns",
+        &path_a,
+        "--netns",
+        &path_b,
+        "--detect",
+        "kernel",
+        "watch",
+        "--no-initial",
+        "--interval",
+        "10min",
+        "socket PROTO=inet*",
+    ];
+    if !perf_allowed() {
+        let out = run("netlink", &args);
+        assert_eq!(out.code(), 1, "{out}");
+        assert_names_a_refusal(&out.stderr);
+        return;
+    }
+    // Each namespace's counters are checked every 10 minutes at most: only
+    // the trigger can report this in time.
+    let mut watch = Running::start_watching("netlink", &args);
+    let _second = b.join(47321);
+    let listening = Instant::now();
+    assert_eq!(
+        watch.line_within(PROMPTLY),
+        tcp_line("socket", 47321, &b.label())
+    );
+    let took = listening.elapsed();
+    assert!(
+        took <= AT_ONCE,
+        "reported {took:?} after the listener was up, not at once"
+    );
+    watch.no_line_for(Duration::from_millis(100));
 }
