@@ -17,9 +17,13 @@
 
 #[path = "support/lab.rs"]
 mod lab;
+#[path = "support/timing.rs"]
+mod timing;
+
+use timing::{lines_of, thread_cpu};
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,17 +40,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn main() {
@@ -226,21 +219,6 @@ fn with_netlink_noise(window: Duration) {
             share * 1e4
         );
     }
-}
-
-/// Reads `child`'s stdout lines on a thread, each with when it arrived.
-fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<(String, Instant)> {
-    let (send, lines) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if send.send((line, Instant::now())).is_err() {
-                break;
-            }
-        }
-    });
-    lines
 }
 
 /// 3,000 UDP bind(0)/close a second for 5 s: sockwatch's CPU, and how soon

@@ -10,8 +10,13 @@
 
 #[path = "support/lab.rs"]
 mod lab;
+// Only `lines_of` is used here.
+#[allow(dead_code)]
+#[path = "support/timing.rs"]
+mod timing;
 
-use std::io::{BufRead, BufReader};
+use timing::lines_of;
+
 use std::net::{TcpListener, UdpSocket};
 use std::ops::ControlFlow;
 use std::process::{Command, Stdio};
@@ -133,15 +138,7 @@ fn through_binary(source: &'static str, detect: &'static str, interval: Duration
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let (send, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if send.send((line.unwrap(), Instant::now())).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = lines_of(&mut child);
     // Let it take its first snapshot before the first trial.
     thread::sleep(settling(interval));
     let (n, quiet) = quiet_trials(source, detect, n);

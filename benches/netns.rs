@@ -26,6 +26,9 @@
 //! per-netns,counters,ss the rows. A binary that refuses `--all-netns`
 //! gives rows that say so, not a failure.
 
+#[path = "support/timing.rs"]
+mod timing;
+
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -39,6 +42,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
+use timing::{lines_of, thread_cpu};
 
 /// Set in the environment of a holder: the namespace file it enters.
 const HOLD: &str = "SWB_HOLD";
@@ -285,16 +289,7 @@ impl Watch {
         )
         .spawn()
         .unwrap();
-        let (send, lines) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if send.send((line, Instant::now())).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(&mut child);
         let (send, stderr) = mpsc::channel();
         let pipe = child.stderr.take().unwrap();
         thread::spawn(move || {
@@ -682,17 +677,6 @@ impl Ss {
             Ss::DashN => "ss -N NSi -ltnu",
         }
     }
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// What one process pays to check the socket counters of every namespace
