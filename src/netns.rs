@@ -193,6 +193,10 @@ pub struct Scan {
     /// Processes whose namespace could not be looked at (another user's,
     /// without privilege).
     pub hidden: usize,
+    /// Whether every place was read: a namespace missing from a scan that
+    /// could not read `/proc`, `/run/netns` or the mount table may still be
+    /// there, and is not taken for gone.
+    pub complete: bool,
 }
 
 /// What holds a namespace found by [`scan`].
@@ -251,56 +255,78 @@ impl Scanner {
 fn scan_with(mut cache: Option<&mut Scanner>) -> Scan {
     use std::os::unix::fs::DirEntryExt;
     let mut scan = Scan::default();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        let mut link = PathBuf::from("/proc");
-        for entry in entries.filter_map(Result::ok) {
-            let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let entry_inode = entry.ino();
-            let cached = cache.as_deref().and_then(|c| {
-                let &(known_entry, netns) = c.known.get(&pid)?;
-                (known_entry == entry_inode && pid % RECHECK_SCANS != c.round % RECHECK_SCANS)
-                    .then_some(netns)
-            });
-            let netns = match cached {
-                Some(netns) => netns,
-                None => {
-                    link.push(&name);
-                    link.push("ns/net");
-                    let read = std::fs::read_link(&link);
-                    link.pop();
-                    link.pop();
-                    link.pop();
-                    match read {
-                        Ok(target) => target
-                            .to_str()
-                            .and_then(|t| t.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()),
-                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
-                        // Exited meanwhile: neither found nor hidden.
-                        Err(_) => continue,
+    // Cleared below where a place cannot be read, or read to its end.
+    let mut complete = true;
+    match std::fs::read_dir("/proc") {
+        Err(_) => complete = false,
+        Ok(entries) => {
+            let mut link = PathBuf::from("/proc");
+            for entry in entries {
+                let Ok(entry) = entry else {
+                    complete = false;
+                    break;
+                };
+                let name = entry.file_name();
+                let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let entry_inode = entry.ino();
+                let cached = cache.as_deref().and_then(|c| {
+                    let &(known_entry, netns) = c.known.get(&pid)?;
+                    (known_entry == entry_inode && pid % RECHECK_SCANS != c.round % RECHECK_SCANS)
+                        .then_some(netns)
+                });
+                let netns = match cached {
+                    Some(netns) => netns,
+                    None => {
+                        link.push(&name);
+                        link.push("ns/net");
+                        let read = std::fs::read_link(&link);
+                        link.pop();
+                        link.pop();
+                        link.pop();
+                        match read {
+                            Ok(target) => target.to_str().and_then(|t| {
+                                t.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+                            }),
+                            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => None,
+                            // Exited meanwhile: neither found nor hidden.
+                            Err(_) => continue,
+                        }
                     }
+                };
+                if let Some(cache) = cache.as_deref_mut() {
+                    cache.known.insert(pid, (entry_inode, netns));
+                    cache.seen.push(pid);
                 }
-            };
-            if let Some(cache) = cache.as_deref_mut() {
-                cache.known.insert(pid, (entry_inode, netns));
-                cache.seen.push(pid);
-            }
-            match netns {
-                Some(inode) => {
-                    let found: &mut Found = scan.namespaces.entry(inode).or_default();
-                    found.pid = Some(found.pid.map_or(pid, |p| p.min(pid)));
+                match netns {
+                    Some(inode) => {
+                        let found: &mut Found = scan.namespaces.entry(inode).or_default();
+                        found.pid = Some(found.pid.map_or(pid, |p| p.min(pid)));
+                    }
+                    None => scan.hidden += 1,
                 }
-                None => scan.hidden += 1,
             }
         }
     }
     let nsfs = std::fs::metadata("/proc/thread-self/ns/net")
         .ok()
         .map(|m| m.dev());
-    if let Ok(entries) = std::fs::read_dir(RUN_NETNS) {
-        for entry in entries.filter_map(Result::ok) {
+    let run_netns = match std::fs::read_dir(RUN_NETNS) {
+        Ok(entries) => Some(entries),
+        // No namespace was ever named: nothing is missed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(_) => {
+            complete = false;
+            None
+        }
+    };
+    if let Some(entries) = run_netns {
+        for entry in entries {
+            let Ok(entry) = entry else {
+                complete = false;
+                break;
+            };
             let path = entry.path();
             // A name whose mount is gone is an empty file of /run's own.
             let Ok(meta) = std::fs::metadata(&path) else {
@@ -319,14 +345,18 @@ fn scan_with(mut cache: Option<&mut Scanner>) -> Scan {
             }
         }
     }
-    if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
-        for (inode, mount) in nsfs_mounts(&mountinfo) {
-            let found = scan.namespaces.entry(inode).or_default();
-            if found.mount.is_none() {
-                found.mount = Some(mount);
+    match std::fs::read_to_string("/proc/self/mountinfo") {
+        Ok(mountinfo) => {
+            for (inode, mount) in nsfs_mounts(&mountinfo) {
+                let found = scan.namespaces.entry(inode).or_default();
+                if found.mount.is_none() {
+                    found.mount = Some(mount);
+                }
             }
         }
+        Err(_) => complete = false,
     }
+    scan.complete = complete;
     scan
 }
 

@@ -553,3 +553,71 @@ fn a_namespace_made_by_ip_netns_is_found_by_its_name() {
     assert_eq!(out.code(), 0, "{out}");
     assert_lines(&out.lines(), &[&tcp_line("socket", 47315, &named.name)]);
 }
+
+/// Listens in the namespace it starts in; at a line on stdin, forks a child
+/// that keeps the listener but moves to a namespace of its own, and exits:
+/// the first namespace then has no process, yet a listener.
+const LEAVER: &str = "import ctypes, os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', int(sys.argv[1])))
+s.listen()
+print('ready', flush=True)
+sys.stdin.readline()
+if os.fork() == 0:
+    if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
+        print('unshare failed', flush=True)
+        os._exit(1)
+    print('moved', flush=True)
+    sys.stdin.readline()
+os._exit(0)
+";
+
+/// A namespace that no process is in any more but whose listener another
+/// process still holds is not gone: its listener is not reported closed
+/// on a guess. It closes, truly, when that process lets it go.
+#[test]
+fn a_namespace_no_process_is_in_but_whose_listener_lives_is_not_gone() {
+    use std::io::Write;
+    let _ns = Netns::enter();
+    let mut watch = Running::start_watching("auto", &["--all-netns", "watch", "socket PORT=47315"]);
+    let mut command = Command::new("python3");
+    command
+        .args(["-c", LEAVER, "47315"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    // SAFETY: unshare(2) between fork and exec touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut leaver = command.spawn().expect("python3");
+    let link = std::fs::read_link(format!("/proc/{}/ns/net", leaver.id())).unwrap();
+    let label = link.to_str().unwrap().to_owned();
+    let mut said = BufReader::new(leaver.stdout.take().unwrap());
+    let mut line = String::new();
+    said.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    assert_eq!(
+        line_of(&mut watch, &label),
+        tcp_line("socket", 47315, &label)
+    );
+    let mut stdin = leaver.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    line.clear();
+    said.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "moved");
+    leaver.wait().unwrap();
+    // Several looks for namespaces (one a second) find no process in it.
+    watch.no_line_for(Duration::from_millis(2500));
+    // The holder lets go: the listener closes, and the namespace with it.
+    drop(stdin);
+    assert_eq!(
+        line_of(&mut watch, &label),
+        tcp_line("socket-closed", 47315, &label)
+    );
+}

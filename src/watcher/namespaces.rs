@@ -35,6 +35,9 @@ pub(super) struct Namespaces {
     /// Whether the user was told that some processes' namespaces cannot be
     /// looked at.
     pub(super) hidden_said: bool,
+    /// Namespaces found held by nothing sockwatch can see, yet with
+    /// listeners: said once each under `-v`.
+    pub(super) held_unseen: std::collections::HashSet<u32>,
     /// Finds the namespaces under `--all-netns`, remembering processes.
     pub(super) scanner: crate::netns::Scanner,
 }
@@ -107,7 +110,11 @@ impl Watcher {
                 for (id, target) in moved {
                     self.move_netns(id, target);
                 }
-                for id in gone {
+                if scan.is_some_and(|scan| !scan.complete) {
+                    // Not seen by a look that could not see everything.
+                    gone.clear();
+                }
+                for id in self.still_gone(gone) {
                     let label = self.label_of(id);
                     self.drop_netns(id, registry, events);
                     eprintln!(
@@ -129,18 +136,20 @@ impl Watcher {
                         crate::sys::effective_uid()
                     );
                 }
+                // Not seen by a look that could not see everything: not gone.
                 let gone: Vec<u32> = self
                     .namespaces
                     .watched
                     .iter()
                     .filter(|w| {
-                        w.target
-                            .inode
-                            .is_some_and(|inode| !scan.namespaces.contains_key(&inode))
+                        scan.complete
+                            && w.target
+                                .inode
+                                .is_some_and(|inode| !scan.namespaces.contains_key(&inode))
                     })
                     .map(|w| w.id)
                     .collect();
-                for id in gone {
+                for id in self.still_gone(gone) {
                     if self.verbose {
                         eprintln!(
                             "sockwatch: the network namespace {} is gone; its endpoints are closed",
@@ -240,6 +249,33 @@ impl Watcher {
             .iter()
             .find(|w| w.id == id)
             .map_or_else(String::new, |w| w.target.label.to_string())
+    }
+
+    /// Of namespaces that no process or mount seen holds any more, those
+    /// that are gone: a read of their tables finds no listener. One that
+    /// still has listeners is held by something sockwatch cannot see (a
+    /// process it may not look at, a socket kept from another namespace):
+    /// it is watched on, said once under `-v`, rather than its endpoints
+    /// closed on a guess.
+    fn still_gone(&mut self, candidates: Vec<u32>) -> Vec<u32> {
+        let mut gone = Vec::with_capacity(candidates.len());
+        for id in candidates {
+            let mut sockets = Vec::new();
+            let listening = self
+                .sources
+                .read_netns(&mut sockets, Some(&[id]))
+                .is_ok_and(|tables| !tables.is_empty() && !sockets.is_empty());
+            if !listening {
+                gone.push(id);
+            } else if self.verbose && self.namespaces.held_unseen.insert(id) {
+                eprintln!(
+                    "sockwatch: the network namespace {} still has listeners though no process \
+                     or mount seen holds it; watching it on",
+                    self.label_of(id)
+                );
+            }
+        }
+        gone
     }
 
     /// Drops namespace `id`: its endpoints close, and every handle of ours
